@@ -1,0 +1,1 @@
+//! Pure owner election. (Being written.)

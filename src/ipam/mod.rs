@@ -1,0 +1,1 @@
+//! Pure IP address management. (Being written.)

@@ -1,0 +1,1 @@
+//! Layer-2 dataplane: ARP/NDP codecs, responder and announcer. (Being written.)

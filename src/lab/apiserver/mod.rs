@@ -1,0 +1,1 @@
+//! Embedded test API server. (Being written.)
