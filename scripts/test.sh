@@ -17,5 +17,7 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
+echo "== manifest validators"
+bash scripts/validate-manifests.sh
 echo "== cargo test (release)"
 cargo test --locked --release --all-targets

@@ -32,7 +32,11 @@ fn documents() -> Vec<(String, serde_json::Value)> {
 #[test]
 fn every_example_parses_into_its_type() {
     let docs = documents();
-    assert!(docs.len() >= 5, "expected the example manifests, found {}", docs.len());
+    assert!(
+        docs.len() >= 5,
+        "expected the example manifests, found {}",
+        docs.len()
+    );
     let schema = serde_json::to_value(
         IPAddressPool::crd().spec.versions[0]
             .schema
@@ -54,10 +58,12 @@ fn every_example_parses_into_its_type() {
                 assert!(cel.is_ok(), "{path}: rejected by the CRD rules: {cel:?}");
             }
             "L2Advertisement" => {
-                serde_json::from_value::<L2Advertisement>(doc).unwrap_or_else(|e| panic!("{path}: {e}"));
+                serde_json::from_value::<L2Advertisement>(doc)
+                    .unwrap_or_else(|e| panic!("{path}: {e}"));
             }
             "Service" => {
-                let svc: Service = serde_json::from_value(doc).unwrap_or_else(|e| panic!("{path}: {e}"));
+                let svc: Service =
+                    serde_json::from_value(doc).unwrap_or_else(|e| panic!("{path}: {e}"));
                 let spec = svc.spec.unwrap();
                 assert_eq!(spec.type_.as_deref(), Some("LoadBalancer"), "{path}");
                 let ann = svc.metadata.annotations.unwrap_or_default();
@@ -68,5 +74,9 @@ fn every_example_parses_into_its_type() {
         }
         kinds.insert(kind);
     }
-    assert_eq!(kinds.len(), 3, "pools, advertisements and services all have examples");
+    assert_eq!(
+        kinds.len(),
+        3,
+        "pools, advertisements and services all have examples"
+    );
 }

@@ -34,7 +34,7 @@ struct Entry {
 #[derive(Clone, Debug, Default)]
 pub struct Allocator {
     /// Validated pools with their free sets.
-    pools: PoolSet,
+    pub(super) pools: PoolSet,
     /// Assignments by Service (ordered so iteration is deterministic).
     entries: BTreeMap<ServiceKey, Entry>,
     /// Holders of each held IP, sorted; absent when nobody holds it.

@@ -14,6 +14,7 @@
 mod addr;
 mod allocator;
 mod error;
+mod lookup;
 mod pool;
 
 #[cfg(test)]
