@@ -45,7 +45,7 @@ pub struct Allocator {
 }
 
 /// Checks whether `req` may share `ip` with `holder` (whose request is `held`).
-fn share_check(
+pub(crate) fn share_check(
     ip: IpAddr,
     req: &ServiceRequest,
     holder: &ServiceKey,
