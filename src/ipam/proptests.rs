@@ -50,7 +50,11 @@ const PORTS: &[(Protocol, u16)] = &[
 ];
 
 fn key_of(svc: u8) -> ServiceKey {
-    let ns = if svc % 3 == 0 { "prod" } else { "default" };
+    let ns = if svc.is_multiple_of(3) {
+        "prod"
+    } else {
+        "default"
+    };
     ServiceKey::new(ns, format!("s{svc}"))
 }
 
@@ -93,13 +97,13 @@ fn arb_request() -> impl Strategy<Value = ServiceRequest> {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Allocate(ServiceRequest),
+    Allocate(Box<ServiceRequest>),
     Release(u8),
 }
 
 fn arb_ops() -> impl Strategy<Value = Vec<Op>> {
     proptest::collection::vec(
-        prop_oneof![4 => arb_request().prop_map(Op::Allocate), 1 => (0u8..8).prop_map(Op::Release)],
+        prop_oneof![4 => arb_request().prop_map(|r| Op::Allocate(Box::new(r))), 1 => (0u8..8).prop_map(Op::Release)],
         1..=30,
     )
 }

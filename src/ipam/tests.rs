@@ -762,3 +762,13 @@ fn error_reasons_are_camel_case_and_messages_name_service() {
     );
     assert_eq!(err.service(), &ServiceKey::new("default", "t"));
 }
+
+#[test]
+fn alloc_error_stays_small_enough_to_return_by_value() {
+    // Clippy's result_large_err limit; callers wrap AllocError in their own enums.
+    assert!(
+        std::mem::size_of::<AllocError>() <= 128,
+        "{}",
+        std::mem::size_of::<AllocError>()
+    );
+}
