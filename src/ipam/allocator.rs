@@ -45,7 +45,7 @@ pub struct Allocator {
 }
 
 /// Checks whether `req` may share `ip` with `holder` (whose request is `held`).
-fn share_check(
+pub(crate) fn share_check(
     ip: IpAddr,
     req: &ServiceRequest,
     holder: &ServiceKey,
@@ -59,8 +59,7 @@ fn share_check(
                 service,
                 ip,
                 holder: holder.clone(),
-                key: a.clone(),
-                holder_key: b.clone(),
+                keys: Box::new((a.clone(), b.clone())),
             });
         }
         _ => {
@@ -355,7 +354,7 @@ impl Allocator {
         }
         if let Some(name) = &req.pool {
             let id = self.requested_pool(name, req)?;
-            return self.from_pools(req, &wanted, &[id], prefer);
+            return self.try_pools(req, &wanted, &[id], prefer);
         }
         let candidates: Vec<usize> = self
             .pools
@@ -370,7 +369,7 @@ impl Allocator {
                 service: req.key.clone(),
             });
         }
-        self.from_pools(req, &wanted, &candidates, prefer)
+        self.try_pools(req, &wanted, &candidates, prefer)
     }
 
     /// The id of the requested pool, if it exists, is valid and admits `req`.
@@ -507,7 +506,7 @@ impl Allocator {
     /// Tries `pools` in order. Dual-stack IPs always come from one pool;
     /// PreferDualStack falls back to the primary family of the first pool
     /// that has it only when no pool can give both.
-    fn from_pools(
+    fn try_pools(
         &self,
         req: &ServiceRequest,
         wanted: &[Family],

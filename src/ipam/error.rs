@@ -138,7 +138,9 @@ pub enum AllocError {
     },
     /// The IP is shared under a different key.
     #[error(
-        "{ip} for {service} is shared by {holder} under key {holder_key:?}, but {service} has key {key:?}"
+        "{ip} for {service} is shared by {holder} under key {:?}, but {service} has key {:?}",
+        .keys.1,
+        .keys.0
     )]
     SharingKeyMismatch {
         /// The Service.
@@ -147,10 +149,8 @@ pub enum AllocError {
         ip: IpAddr,
         /// A Service holding it.
         holder: ServiceKey,
-        /// The Service's key.
-        key: String,
-        /// The holder's key.
-        holder_key: String,
+        /// (the Service's key, the holder's key); boxed to keep the error small.
+        keys: Box<(String, String)>,
     },
     /// Sharing would put two Services on one port.
     #[error("{service} cannot share {ip} with {holder}: both use port {protocol}/{port}")]
