@@ -6,9 +6,20 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
+/// Numbers as f64, so `0` and `0.0` (YAML emitters differ) compare equal.
+fn normalize(v: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) => n.as_f64().map(Value::from).unwrap_or(Value::Number(n)),
+        Value::Array(a) => Value::Array(a.into_iter().map(normalize).collect()),
+        Value::Object(o) => Value::Object(o.into_iter().map(|(k, v)| (k, normalize(v))).collect()),
+        other => other,
+    }
+}
+
 fn objects(text: &str) -> BTreeMap<String, serde_json::Value> {
     serde_yaml::Deserializer::from_str(text)
-        .map(|d| serde_json::Value::deserialize(d).unwrap())
+        .map(|d| normalize(serde_json::Value::deserialize(d).unwrap()))
         .filter(|v| !v.is_null())
         .map(|v| {
             let key = format!(

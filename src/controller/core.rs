@@ -732,7 +732,10 @@ mod tests {
             .spec("loadBalancerClass", json!("other.io/lb"))
             .published(&["198.18.0.100"])
             .build();
-        assert!(core.start(&[other.clone()], &pools, &no_labels).is_empty());
+        assert!(
+            core.start(std::slice::from_ref(&other), &pools, &no_labels)
+                .is_empty()
+        );
         assert!(
             core.reconcile(&convert::service_key(&other), Some(&other), &no_labels)
                 .is_empty()
@@ -751,13 +754,17 @@ mod tests {
         let a_pool = pool("a", 0, &["198.18.0.100/32"]);
         let b_pool = pool("b", 1, &["198.18.1.100/32"]);
         let s = svc("s", 1).published(&["198.18.0.100"]).build();
-        core.start(&[s.clone()], &[a_pool.clone(), b_pool.clone()], &no_labels);
-        let got = core.sync_pools(&[s.clone()], &[b_pool], &no_labels);
+        core.start(
+            std::slice::from_ref(&s),
+            &[a_pool.clone(), b_pool.clone()],
+            &no_labels,
+        );
+        let got = core.sync_pools(std::slice::from_ref(&s), &[b_pool], &no_labels);
         assert_eq!(
             writes(&got),
             vec![("s".into(), vec!["198.18.1.100".into()])]
         );
-        let got = core.sync_pools(&[s.clone()], &[], &no_labels);
+        let got = core.sync_pools(std::slice::from_ref(&s), &[], &no_labels);
         assert_eq!(writes(&got), vec![("s".into(), vec![])]);
         assert!(events(&got).contains(&("s".into(), reason::CLEAR_ASSIGNMENT)));
     }
