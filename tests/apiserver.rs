@@ -345,7 +345,9 @@ async fn controller_reconciles_create_update_delete() {
     let seen: Arc<std::sync::Mutex<Vec<(String, bool)>>> = Arc::default();
 
     let s2 = seen.clone();
-    let ctl = Controller::new(api.clone(), watcher::Config::default()).run(
+    let ctl = Controller::new(api.clone(), watcher::Config::default());
+    let cache = ctl.store();
+    let ctl = ctl.run(
         move |obj: Arc<Service>, _ctx: Arc<()>| {
             let seen = s2.clone();
             async move {
@@ -378,9 +380,19 @@ async fn controller_reconciles_create_update_delete() {
     .await
     .unwrap();
     eventually(|| seen.lock().unwrap().iter().any(|(n, p)| n == "r" && *p)).await;
-    // Deletion is seen through the watch: the controller's store drops it,
-    // which we observe through a reflector-free check of the server.
+    // Deletion is seen through the watch: the controller's cache drops it.
+    assert!(
+        cache
+            .get(&reflector::ObjectRef::new("r").within("default"))
+            .is_some()
+    );
     api.delete("r", &DeleteParams::default()).await.unwrap();
+    eventually(|| {
+        cache
+            .get(&reflector::ObjectRef::new("r").within("default"))
+            .is_none()
+    })
+    .await;
     assert!(server.requests().get("watch", "services") >= 1);
     handle.abort();
 }
@@ -828,4 +840,56 @@ async fn events_recorder_posts_to_the_server() {
     let list = events.list(&ListParams::default()).await.unwrap();
     assert_eq!(list.items.len(), 1);
     assert_eq!(list.items[0].series.as_ref().map(|s| s.count), Some(2));
+}
+
+#[tokio::test]
+async fn streaming_list_watcher_sees_initial_state_and_changes() {
+    let server = ApiServer::new();
+    let (client, _g) = start(&server).await;
+    let api: Api<Service> = Api::namespaced(client, "default");
+    api.create(&PostParams::default(), &svc("before", &[]))
+        .await
+        .unwrap();
+    let (reader, writer) = reflector::store::<Service>();
+    let handle = tokio::spawn(
+        reflector(
+            writer,
+            watcher(api.clone(), watcher::Config::default().streaming_lists()),
+        )
+        .for_each(|_| async {}),
+    );
+    eventually(|| reader.state().len() == 1).await;
+    api.create(&PostParams::default(), &svc("after", &[]))
+        .await
+        .unwrap();
+    eventually(|| reader.state().len() == 2).await;
+    // Streaming lists never call LIST.
+    assert_eq!(server.requests().get("list", "services"), 0);
+    handle.abort();
+}
+
+#[tokio::test]
+async fn watch_filters_by_namespace_and_labels() {
+    let server = ApiServer::new();
+    let (client, _g) = start(&server).await;
+    let api: Api<Service> = Api::namespaced(client.clone(), "default");
+    let sys: Api<Service> = Api::namespaced(client, "kube-system");
+    let mut stream = api
+        .watch(&WatchParams::default().labels("pick=yes").timeout(5), "0")
+        .await
+        .unwrap()
+        .boxed();
+    sys.create(&PostParams::default(), &svc("other-ns", &[("pick", "yes")]))
+        .await
+        .unwrap();
+    api.create(&PostParams::default(), &svc("unlabelled", &[]))
+        .await
+        .unwrap();
+    api.create(&PostParams::default(), &svc("wanted", &[("pick", "yes")]))
+        .await
+        .unwrap();
+    match stream.try_next().await.unwrap().unwrap() {
+        WatchEvent::Added(s) => assert_eq!(s.metadata.name.as_deref(), Some("wanted")),
+        other => panic!("unexpected {other:?}"),
+    }
 }
