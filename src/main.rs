@@ -29,6 +29,19 @@ enum Command {
     },
     /// Print the RBAC manifests (ServiceAccounts, roles, bindings) each component needs.
     Rbac,
+    /// Build a local LAN of network namespaces with an embedded API server,
+    /// controllers and speakers, and show a VIP resolving and failing over (root).
+    Lab(l2lb::lab::demo::LabArgs),
+    /// The lab's stand-in backend: answers HTTP with the node's name.
+    #[command(hide = true)]
+    LabHttp {
+        /// Name to answer with.
+        #[arg(long)]
+        name: String,
+        /// Address to listen on.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+    },
     /// Run a benchmark and print its JSON report (last line).
     Bench {
         /// Which benchmark to run.
@@ -65,6 +78,11 @@ fn main() -> anyhow::Result<()> {
                 anyhow::Ok(())
             })?;
         }
+        Command::Lab(args) => {
+            l2lb::telemetry::init_tracing();
+            runtime()?.block_on(l2lb::lab::demo::run(args))?;
+        }
+        Command::LabHttp { name, listen } => l2lb::lab::world::serve_backend(&name, listen)?,
         Command::Crds => print!("{}", l2lb::api::crds::yaml()?),
         Command::Status { namespace } => runtime()?.block_on(async {
             let client = l2lb::cluster::client(cli.server.as_ref()).await?;

@@ -5,10 +5,12 @@
 //! baseline. Timing thresholds live here and in closing notes, never in
 //! unit tests.
 
+pub mod controller;
+pub mod failover;
 pub mod ipam;
 
 /// Names of the benchmarks `l2lb bench` accepts.
-pub const NAMES: &[&str] = &["ipam"];
+pub const NAMES: &[&str] = &["ipam", "controller", "failover"];
 
 /// Errors a benchmark can end with.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +27,8 @@ pub enum BenchError {
 pub fn run(name: &str) -> Result<(), BenchError> {
     match name {
         "ipam" => ipam::run(),
+        "controller" => controller::run(),
+        "failover" => failover::run(),
         _ => Err(BenchError::Unknown(name.to_string())),
     }
 }

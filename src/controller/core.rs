@@ -72,6 +72,10 @@ pub struct Core {
     /// Pools whose `serviceAllocation` could not be parsed, with the reason.
     /// They keep serving existing and explicitly requested addresses.
     pool_errors: BTreeMap<String, String>,
+    /// Whether any pool object exists. With none (a fresh install whose
+    /// pools are not applied yet) published addresses are left alone rather
+    /// than wiped (MetalLB #2887).
+    have_pools: bool,
 }
 
 /// Looks up a namespace's labels.
@@ -86,6 +90,7 @@ impl Core {
             failures: HashMap::new(),
             pending: BTreeSet::new(),
             pool_errors: BTreeMap::new(),
+            have_pools: false,
         }
     }
 
@@ -96,6 +101,7 @@ impl Core {
 
     fn pool_specs(&mut self, pools: &[Arc<IPAddressPool>]) -> Vec<PoolSpec> {
         self.pool_errors.clear();
+        self.have_pools = !pools.is_empty();
         pools
             .iter()
             .map(|p| match convert::pool_spec(p) {
@@ -175,6 +181,10 @@ impl Core {
             tracing::warn!(service = %conflict.key, %note, "address conflict at start");
             conflicted.insert(conflict.key, note);
         }
+        if !self.have_pools {
+            // Nothing can be judged against pools that do not exist yet.
+            conflicted.clear();
+        }
         for svc in ours {
             let key = convert::service_key(svc);
             let Some(note) = conflicted.remove(&key) else {
@@ -214,6 +224,19 @@ impl Core {
         let change = self.alloc.set_pools(specs);
         for key in &change.orphaned {
             tracing::info!(service = %key, "address left every pool; reallocating");
+        }
+        // A re-list reports no deletions: anything IPAM holds for a Service
+        // the cache no longer has was deleted meanwhile.
+        let present: BTreeSet<ServiceKey> = services.iter().map(|s| convert::service_key(s)).collect();
+        let gone: Vec<ServiceKey> = self
+            .alloc
+            .assignments()
+            .map(|(k, _)| k.clone())
+            .chain(self.pending.iter().cloned())
+            .filter(|k| !present.contains(k))
+            .collect();
+        for key in gone {
+            self.forget(&key);
         }
         let mut sorted: Vec<&Arc<Service>> = services.iter().collect();
         sorted.sort_by_key(|s| {
@@ -293,7 +316,20 @@ impl Core {
                 ConvertError::Annotation(a) => format!("bad annotation: {a}"),
                 other => other.to_string(),
             })
-            .and_then(|req| self.alloc.allocate(&req).map_err(|e| e.to_string()));
+            .and_then(|req| {
+                // A Service that holds nothing yet but has a published
+                // address (pools appeared after it, or it waited) keeps that
+                // address if the pools allow it.
+                let published = convert::ingress_ips(svc);
+                if before.is_none() && req.ips.is_empty() && !published.is_empty() {
+                    let mut claim = req.clone();
+                    claim.ips = published;
+                    if let Ok(a) = self.alloc.allocate(&claim) {
+                        return Ok(a);
+                    }
+                }
+                self.alloc.allocate(&req).map_err(|e| e.to_string())
+            });
         let mut actions = Vec::new();
         match result {
             Ok(assignment) => {
@@ -326,7 +362,7 @@ impl Core {
                     // Never leave an address published that IPAM does not
                     // hold for this Service: it could be given to another.
                     let published = convert::ingress_ips(svc);
-                    if !published.is_empty() {
+                    if !published.is_empty() && self.have_pools {
                         actions.push(Action::WriteStatus {
                             service: Arc::clone(svc),
                             ips: Vec::new(),
@@ -764,9 +800,24 @@ mod tests {
             writes(&got),
             vec![("s".into(), vec!["198.18.1.100".into()])]
         );
-        let got = core.sync_pools(std::slice::from_ref(&s), &[], &no_labels);
+        let unrelated = pool("c", 2, &["198.18.2.0/32"]);
+        let taken = svc("t", 0).published(&["198.18.2.0"]).build();
+        core.reconcile(&convert::service_key(&taken), Some(&taken), &no_labels);
+        let got = core.sync_pools(&[s.clone(), taken], &[unrelated], &no_labels);
         assert_eq!(writes(&got), vec![("s".into(), vec![])]);
         assert!(events(&got).contains(&("s".into(), reason::CLEAR_ASSIGNMENT)));
+    }
+
+    #[test]
+    fn with_no_pools_at_all_published_addresses_are_left_alone() {
+        let mut core = Core::new(false);
+        let s = svc("a", 1).published(&["198.18.0.100"]).build();
+        let actions = core.start(std::slice::from_ref(&s), &[], &no_labels);
+        assert!(writes(&actions).is_empty(), "no pools yet must not wipe addresses: {actions:?}");
+        let pools = [pool("default", 0, &["198.18.0.100-198.18.0.120"])];
+        let got = core.sync_pools(std::slice::from_ref(&s), &pools, &no_labels);
+        assert!(writes(&got).is_empty(), "the address is claimed once its pool appears");
+        assert_eq!(core.allocator().pool_of("198.18.0.100".parse().unwrap()), Some("default"));
     }
 
     #[test]

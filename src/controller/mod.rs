@@ -323,7 +323,10 @@ pub async fn run(
         config.lease_duration,
     );
     let elect_stop = CancellationToken::new();
-    let elect_task = tokio::spawn({
+    // Held in a JoinSet so that dropping `run` (a crash in tests) aborts
+    // the elector too, instead of leaving it renewing a dead leader's Lease.
+    let mut elect_task = JoinSet::new();
+    elect_task.spawn({
         let stop = elect_stop.clone();
         let metrics = metrics.clone();
         async move { elector.run(leader_tx, metrics, stop).await }
@@ -346,7 +349,8 @@ pub async fn run(
         let stop_leading = CancellationToken::new();
         let watch_stop = stop_leading.clone();
         let mut rx = is_leader.clone();
-        let watcher_task = tokio::spawn(async move {
+        let mut watcher_task = JoinSet::new();
+        watcher_task.spawn(async move {
             while rx.changed().await.is_ok() {
                 if !*rx.borrow() {
                     break;
@@ -360,12 +364,12 @@ pub async fn run(
             _ = lead(&config, &client, &caches, &metrics, lead_token) => {}
             _ = shutdown.cancelled() => stop_leading.cancel(),
         }
-        watcher_task.abort();
+        watcher_task.abort_all();
         tracing::info!("no longer leading");
     }
     // Step down (releases the Lease) before exiting.
     elect_stop.cancel();
-    let _ = elect_task.await;
+    while elect_task.join_next().await.is_some() {}
     tasks.abort_all();
     Ok(())
 }

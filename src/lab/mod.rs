@@ -3,4 +3,7 @@
 //! production component.
 
 pub mod apiserver;
+pub mod demo;
 pub mod net;
+pub mod probe;
+pub mod world;

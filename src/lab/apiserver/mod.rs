@@ -298,11 +298,6 @@ impl ApiServer {
 
 /// A kube `Client` talking plain HTTP to `url` (no auth, no TLS), default
 /// namespace `default`. For tests, the lab and `--server` flags.
-pub fn client_for(url: &url::Url) -> Result<kube::Client, kube::Error> {
-    let uri: hyper::Uri = url
-        .as_str()
-        .parse()
-        .map_err(|e: hyper::http::uri::InvalidUri| kube::Error::HttpError(e.into()))?;
-    let config = kube::Config::new(uri);
-    kube::Client::try_from(config)
+pub fn client_for(url: &url::Url) -> Result<kube::Client, crate::cluster::ClusterError> {
+    crate::cluster::client_for_url(url)
 }
