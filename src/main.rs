@@ -19,6 +19,20 @@ enum Command {
         /// Which benchmark to run.
         name: String,
     },
+    /// Test fixture: run the L2 responder on one interface, driven by a line
+    /// protocol on stdin (see `l2lb::l2::control`). Used by netns tests and benches.
+    #[command(hide = true)]
+    L2Responder {
+        /// Interface to answer on.
+        #[arg(long)]
+        iface: String,
+        /// VIPs announced at start.
+        #[arg(long = "vip")]
+        vips: Vec<std::net::IpAddr>,
+        /// Re-announce every VIP this often (milliseconds); off when unset.
+        #[arg(long)]
+        refresh_ms: Option<u64>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -26,6 +40,25 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Crds => print!("{}", l2lb::api::crds::yaml()?),
         Command::Bench { name } => l2lb::bench::run(&name)?,
+        Command::L2Responder {
+            iface,
+            vips,
+            refresh_ms,
+        } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_writer(std::io::stderr)
+                .init();
+            let dp = l2lb::l2::Dataplane::new(l2lb::l2::DataplaneConfig {
+                refresh_interval: refresh_ms.map(std::time::Duration::from_millis),
+                ..Default::default()
+            });
+            for vip in vips {
+                dp.announce(vip, &iface)?;
+            }
+            println!("ready");
+            l2lb::l2::control::serve(&dp, &iface, std::io::stdin().lock(), std::io::stdout())?;
+        }
     }
     Ok(())
 }
