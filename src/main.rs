@@ -32,6 +32,9 @@ enum Command {
         /// Re-announce every VIP this often (milliseconds); off when unset.
         #[arg(long)]
         refresh_ms: Option<u64>,
+        /// SCHED_FIFO priority of the receive thread; 0 = normal scheduler.
+        #[arg(long, default_value_t = 10)]
+        rx_priority: u8,
     },
 }
 
@@ -44,6 +47,7 @@ fn main() -> anyhow::Result<()> {
             iface,
             vips,
             refresh_ms,
+            rx_priority,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -52,7 +56,8 @@ fn main() -> anyhow::Result<()> {
             let dp = l2lb::l2::Dataplane::new(l2lb::l2::DataplaneConfig {
                 refresh_interval: refresh_ms.map(std::time::Duration::from_millis),
                 ..Default::default()
-            });
+            })
+            .with_rx_priority((rx_priority > 0).then_some(rx_priority));
             for vip in vips {
                 dp.announce(vip, &iface)?;
             }

@@ -96,6 +96,7 @@ impl Iface {
         name: &str,
         config: DataplaneConfig,
         subscribers: Subscribers,
+        rx_priority: i32,
     ) -> Result<Arc<Iface>, L2Error> {
         let socket_err = |source| L2Error::Socket {
             interface: name.to_string(),
@@ -118,6 +119,7 @@ impl Iface {
         let mut worker = Worker {
             name: name.to_string(),
             config,
+            rx_priority,
             owned: iface.owned.clone(),
             pending: iface.pending.clone(),
             stats: iface.stats.clone(),
@@ -197,6 +199,8 @@ impl Iface {
 struct Worker {
     name: String,
     config: DataplaneConfig,
+    /// SCHED_FIFO priority of this thread; 0 keeps the normal scheduler.
+    rx_priority: i32,
     owned: Arc<Owned>,
     pending: Arc<Mutex<Vec<IpAddr>>>,
     stats: Arc<IfaceStats>,
@@ -225,6 +229,14 @@ const BATCH: usize = 256;
 impl Worker {
     fn run(&mut self) {
         let mut buf = vec![0u8; MAX_FRAME];
+        if self.rx_priority > 0 {
+            match sys::set_realtime(self.rx_priority) {
+                Ok(()) => debug!(priority = self.rx_priority, "rx thread runs SCHED_FIFO"),
+                // Without CAP_SYS_NICE (or an RT budget in the cgroup) we still
+                // work, just with scheduler wake-up latency under CPU load.
+                Err(e) => info!(error = %e, "rx thread stays at normal priority"),
+            }
+        }
         self.next_refresh = self.config.refresh_interval.map(|i| Instant::now() + i);
         while !self.stop.load(Ordering::SeqCst) {
             self.take_pending();

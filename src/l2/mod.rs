@@ -35,6 +35,10 @@ pub use wire::{FrameRepr, Mac, WireError};
 /// still exists under the same index.
 pub const HOUSEKEEPING: Duration = Duration::from_millis(250);
 
+/// SCHED_FIFO priority of interface threads unless changed with
+/// [`Dataplane::with_rx_priority`]: low, below kernel threads (50).
+pub const DEFAULT_RX_PRIORITY: i32 = 10;
+
 /// Errors of the dataplane handle.
 #[derive(Debug, thiserror::Error)]
 pub enum L2Error {
@@ -184,6 +188,8 @@ struct Shared {
     ifaces: Mutex<HashMap<String, Arc<engine::Iface>>>,
     /// Conflict subscribers; closed receivers are pruned on send.
     subscribers: Subscribers,
+    /// SCHED_FIFO priority for interface threads started from now on (0 = off).
+    rx_priority: std::sync::atomic::AtomicI32,
 }
 
 impl Drop for Shared {
@@ -224,8 +230,22 @@ impl Dataplane {
                 config,
                 ifaces: Mutex::new(HashMap::new()),
                 subscribers: Arc::new(Mutex::new(Vec::new())),
+                rx_priority: std::sync::atomic::AtomicI32::new(DEFAULT_RX_PRIORITY),
             }),
         }
+    }
+
+    /// Sets the real-time (SCHED_FIFO) priority of interface threads started
+    /// after this call; `None` keeps them on the normal scheduler. The default
+    /// is [`DEFAULT_RX_PRIORITY`]: under CPU load a normal-priority thread
+    /// waits for the scheduler (measured p99 ~1.4 ms vs ~50 µs on a loaded
+    /// 2-core machine). The thread only runs for filtered ARP/NDP frames, and
+    /// the kernel's RT throttling bounds it under a flood. Falls back to the
+    /// normal scheduler when CAP_SYS_NICE is missing.
+    pub fn with_rx_priority(self, priority: Option<u8>) -> Self {
+        let p = priority.map_or(0, |p| i32::from(p.clamp(1, 99)));
+        self.shared.rx_priority.store(p, Ordering::Relaxed);
+        self
     }
 
     /// Starts answering for `vip` on `interface` at once and sends the
@@ -243,6 +263,7 @@ impl Dataplane {
                         interface,
                         self.shared.config.clone(),
                         self.shared.subscribers.clone(),
+                        self.shared.rx_priority.load(Ordering::Relaxed),
                     )?;
                     ifaces.insert(interface.to_string(), i.clone());
                     i
