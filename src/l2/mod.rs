@@ -330,3 +330,24 @@ type StopFlag = AtomicBool;
 pub fn process_cpu_time() -> Duration {
     Duration::from_micros(sys::process_cpu_micros())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handle_is_send_sync_clone() {
+        fn check<T: Send + Sync + Clone + 'static>() {}
+        check::<Dataplane>();
+    }
+
+    #[test]
+    fn invalid_vips_are_rejected_before_any_socket() {
+        let dp = Dataplane::new(DataplaneConfig::default());
+        for vip in ["0.0.0.0", "224.0.0.1", "255.255.255.255", "::", "ff02::1"] {
+            let vip: IpAddr = vip.parse().unwrap();
+            assert!(matches!(dp.announce(vip, "eth0"), Err(L2Error::InvalidVip { .. })));
+        }
+        assert!(dp.owned().is_empty());
+    }
+}

@@ -702,7 +702,7 @@ impl Capture {
                 "-o",
                 "icmpv6.checksum:TRUE",
                 "-Y",
-                "_ws.expert.severity >= warning || _ws.malformed",
+                "_ws.expert.severity >= 0x00600000 || _ws.malformed",
             ])
             .args([
                 "-T",
