@@ -177,8 +177,19 @@ fn cleanup_stale_removes_namespaces_of_dead_runs_only() {
     }
     // Pids above the kernel's pid_max (4194304) can never be alive.
     let dead = format!("l2lb-stale-99999999-{}-x", std::process::id());
-    Command::new("ip").args(["netns", "add", &dead]).status().unwrap();
-    let live = Lan::new("live", LanOptions { nodes: 1, clients: 0, ipv6: false }).unwrap();
+    Command::new("ip")
+        .args(["netns", "add", &dead])
+        .status()
+        .unwrap();
+    let live = Lan::new(
+        "live",
+        LanOptions {
+            nodes: 1,
+            clients: 0,
+            ipv6: false,
+        },
+    )
+    .unwrap();
     assert!(l2lb::lab::net::cleanup_stale() >= 1);
     let names = netns_names();
     assert!(!names.contains(&dead), "stale namespace kept");

@@ -133,6 +133,7 @@ impl Iface {
             next_refresh: None,
             last_check: Instant::now(),
             conflict_logged: HashMap::new(),
+            link_down: false,
         };
         let handle = std::thread::Builder::new()
             .name(format!("l2-{name}"))
@@ -220,6 +221,9 @@ struct Worker {
     last_check: Instant,
     /// Rate limit for conflict log lines, per (VIP, MAC).
     conflict_logged: HashMap<(IpAddr, Mac), Instant>,
+    /// The socket reported ENETDOWN: re-announce everything once the link
+    /// is back, since neighbours may have moved while we could not answer.
+    link_down: bool,
 }
 
 const MAX_FRAME: usize = 2048;
@@ -422,6 +426,9 @@ impl Worker {
             && let Some(e) = sock.take_error()
         {
             debug!(error = %e, "socket error cleared");
+            if e.raw_os_error() == Some(libc::ENETDOWN) {
+                self.link_down = true;
+            }
         }
         self.check_interface();
         // ENETDOWN stays readable as POLLERR only until read; if the link is
@@ -434,6 +441,7 @@ impl Worker {
         let current = sys::ifindex(&self.name);
         let bound = self.sock.as_ref().map(|s| s.ifindex);
         if current == bound {
+            self.check_link_up();
             return;
         }
         if self.sock.take().is_some() {
@@ -457,6 +465,32 @@ impl Worker {
                 self.sync_memberships();
             }
             Err(e) => debug!(error = %e, "re-bind failed; retrying"),
+        }
+    }
+
+    /// After ENETDOWN: probes with one announcement (sending fails with
+    /// ENETDOWN while the link is down) and, once it goes out, schedules a
+    /// full burst for every owned VIP.
+    fn check_link_up(&mut self) {
+        if !self.link_down {
+            return;
+        }
+        let Some(sock) = &self.sock else { return };
+        let vips: Vec<IpAddr> = self.owned.read().iter().copied().collect();
+        let Some(first) = vips.first() else {
+            self.link_down = false;
+            return;
+        };
+        let probe = decide::announcements(*first, sock.mac);
+        let Some(frame) = probe.first() else { return };
+        if sock.send(&frame.emit()).is_ok() {
+            self.stats.gratuitous_sent.fetch_add(1, Ordering::Relaxed);
+            info!("link is up again; re-announcing");
+            self.link_down = false;
+            let now = Instant::now();
+            for vip in vips {
+                self.schedule_burst(vip, now);
+            }
         }
     }
 

@@ -346,7 +346,10 @@ mod tests {
         let dp = Dataplane::new(DataplaneConfig::default());
         for vip in ["0.0.0.0", "224.0.0.1", "255.255.255.255", "::", "ff02::1"] {
             let vip: IpAddr = vip.parse().unwrap();
-            assert!(matches!(dp.announce(vip, "eth0"), Err(L2Error::InvalidVip { .. })));
+            assert!(matches!(
+                dp.announce(vip, "eth0"),
+                Err(L2Error::InvalidVip { .. })
+            ));
         }
         assert!(dp.owned().is_empty());
     }
