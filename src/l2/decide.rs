@@ -30,10 +30,14 @@ fn is_unicast_mac(mac: &Mac) -> bool {
 }
 
 /// The reply to `req`, or None. Answers only ARP requests and NS for owned
-/// VIPs; never answers frames from `our_mac`, gratuitous ARPs, or requests
-/// from a multicast/zero source MAC.
+/// VIPs; never answers frames from `our_mac`, gratuitous ARPs, requests from
+/// a multicast/zero source MAC, or frames unicast to another host (a flooded
+/// unicast probe for the previous owner is not ours to answer, as in the kernel).
 pub fn reply(req: &FrameRepr, owned: &impl OwnedVips, our_mac: Mac) -> Option<FrameRepr> {
     if req.eth.src == our_mac || !is_unicast_mac(&req.eth.src) {
+        return None;
+    }
+    if req.eth.dst != our_mac && req.eth.dst[0] & 1 == 0 {
         return None;
     }
     match req.payload {
@@ -240,6 +244,13 @@ mod tests {
         // Our own frames and gratuitous ARPs from others are never answered.
         assert!(reply(&arp_request(VIP, client_ip, OURS), &owned(), OURS).is_none());
         assert!(reply(&arp_request(VIP, VIP, CLIENT), &owned(), OURS).is_none());
+        // Unicast to us is answered; unicast to another host is not.
+        let mut to_us = arp_request(VIP, client_ip, CLIENT);
+        to_us.eth.dst = OURS;
+        assert!(reply(&to_us, &owned(), OURS).is_some());
+        let mut to_other = arp_request(VIP, client_ip, CLIENT);
+        to_other.eth.dst = [2, 0x18, 0, 0, 1, 7];
+        assert!(reply(&to_other, &owned(), OURS).is_none());
     }
 
     #[test]

@@ -76,7 +76,9 @@ impl PacketSocket {
             sock.set_recv_buffer_size(rcvbuf)?;
         }
         let one: libc::c_int = 1;
-        setsockopt(fd, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, &one)?;
+        // Linux >= 4.20. Without it our own transmits come back, and the
+        // source-MAC check in the decisions drops them; only costlier.
+        let _ = setsockopt(fd, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, &one);
         sock.set_nonblocking(true)?;
         // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
         let mut sll: libc::sockaddr_ll = unsafe { mem::zeroed() };
