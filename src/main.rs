@@ -56,6 +56,23 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:6443")]
         listen: std::net::SocketAddr,
     },
+    /// Test fixture: run the L2 responder on one interface, driven by a line
+    /// protocol on stdin (see `l2lb::l2::control`). Used by netns tests and benches.
+    #[command(hide = true)]
+    L2Responder {
+        /// Interface to answer on.
+        #[arg(long)]
+        iface: String,
+        /// VIPs announced at start.
+        #[arg(long = "vip")]
+        vips: Vec<std::net::IpAddr>,
+        /// Re-announce every VIP this often (milliseconds); off when unset.
+        #[arg(long)]
+        refresh_ms: Option<u64>,
+        /// SCHED_FIFO priority of the receive thread; 0 = normal scheduler.
+        #[arg(long, default_value_t = 10)]
+        rx_priority: u8,
+    },
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -93,6 +110,24 @@ fn main() -> anyhow::Result<()> {
         Command::Rbac => print!("{}", l2lb::api::rbac::yaml(l2lb::api::INSTALL_NAMESPACE)?),
         Command::Bench { name } => l2lb::bench::run(&name)?,
         Command::Apiserver { listen } => run_apiserver(listen)?,
+        Command::L2Responder {
+            iface,
+            vips,
+            refresh_ms,
+            rx_priority,
+        } => {
+            l2lb::telemetry::init_tracing();
+            let dp = l2lb::l2::Dataplane::new(l2lb::l2::DataplaneConfig {
+                refresh_interval: refresh_ms.map(std::time::Duration::from_millis),
+                ..Default::default()
+            })
+            .with_rx_priority((rx_priority > 0).then_some(rx_priority));
+            for vip in vips {
+                dp.announce(vip, &iface)?;
+            }
+            println!("ready");
+            l2lb::l2::control::serve(&dp, &iface, std::io::stdin().lock(), std::io::stdout())?;
+        }
     }
     Ok(())
 }

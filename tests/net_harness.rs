@@ -169,3 +169,29 @@ fn spawned_processes_die_and_panics_clean_up() {
         "spawned process survived"
     );
 }
+
+#[test]
+fn cleanup_stale_removes_namespaces_of_dead_runs_only() {
+    if !require_netns("cleanup_stale_removes_namespaces_of_dead_runs_only") {
+        return;
+    }
+    // Pids above the kernel's pid_max (4194304) can never be alive.
+    let dead = format!("l2lb-stale-99999999-{}-x", std::process::id());
+    Command::new("ip")
+        .args(["netns", "add", &dead])
+        .status()
+        .unwrap();
+    let live = Lan::new(
+        "live",
+        LanOptions {
+            nodes: 1,
+            clients: 0,
+            ipv6: false,
+        },
+    )
+    .unwrap();
+    assert!(l2lb::lab::net::cleanup_stale() >= 1);
+    let names = netns_names();
+    assert!(!names.contains(&dead), "stale namespace kept");
+    assert!(names.contains(live.name_prefix()), "live namespace deleted");
+}

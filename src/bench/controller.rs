@@ -66,9 +66,13 @@ async fn raw_patches(n: usize) -> Result<f64, BenchError> {
                     "metadata": { "resourceVersion": svc.resource_version() },
                     "status": { "loadBalancer": { "ingress": [{ "ip": ip, "ipMode": "VIP" }] } },
                 });
-                api.patch_status(&svc.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                    .map_err(err)?;
+                api.patch_status(
+                    &svc.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await
+                .map_err(err)?;
                 Ok::<_, BenchError>(())
             }
         })
@@ -103,9 +107,19 @@ async fn controller_run(n: usize) -> Result<Run, BenchError> {
 
     // Watch from now on; the bench's own requests are this one watch.
     let api: Api<Service> = Api::namespaced(client.clone(), "default");
-    let rv = api.list(&Default::default()).await.map_err(err)?.metadata.resource_version.unwrap_or_default();
+    let rv = api
+        .list(&Default::default())
+        .await
+        .map_err(err)?
+        .metadata
+        .resource_version
+        .unwrap_or_default();
     server.reset_requests();
-    let mut stream = api.watch(&WatchParams::default().timeout(290), &rv).await.map_err(err)?.boxed();
+    let mut stream = api
+        .watch(&WatchParams::default().timeout(290), &rv)
+        .await
+        .map_err(err)?
+        .boxed();
 
     let token = CancellationToken::new();
     let config = ControllerConfig {
@@ -121,11 +135,23 @@ async fn controller_run(n: usize) -> Result<Run, BenchError> {
     let mut assigned: HashSet<String> = HashSet::new();
     let deadline = started + Duration::from_secs(600);
     while assigned.len() < n {
-        let next = tokio::time::timeout_at(deadline.into(), stream.next()).await.map_err(|_| {
-            BenchError::Failed(format!("only {} of {n} Services assigned after 600 s", assigned.len()))
-        })?;
+        let next = tokio::time::timeout_at(deadline.into(), stream.next())
+            .await
+            .map_err(|_| {
+                BenchError::Failed(format!(
+                    "only {} of {n} Services assigned after 600 s",
+                    assigned.len()
+                ))
+            })?;
         match next {
-            Some(Ok(WatchEvent::Modified(svc))) if svc.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|l| l.ingress.as_ref()).is_some_and(|i| !i.is_empty()) => {
+            Some(Ok(WatchEvent::Modified(svc)))
+                if svc
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.load_balancer.as_ref())
+                    .and_then(|l| l.ingress.as_ref())
+                    .is_some_and(|i| !i.is_empty()) =>
+            {
                 assigned.insert(svc.name_any());
             }
             Some(Ok(_)) => {}
@@ -151,13 +177,20 @@ async fn controller_run(n: usize) -> Result<Run, BenchError> {
     }
     // The bench's own watch is not the controller's.
     api_requests = api_requests.saturating_sub(1);
-    Ok(Run { all_assigned_s, api_requests, event_requests })
+    Ok(Run {
+        all_assigned_s,
+        api_requests,
+        event_requests,
+    })
 }
 
 /// Runs the benchmark for 1000 and 5000 Services; the last line is the
 /// 5000-Service JSON report.
 pub fn run() -> Result<(), BenchError> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(err)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(err)?;
     rt.block_on(async {
         for n in [1000usize, 5000] {
             let raw = raw_patches(n).await?;

@@ -30,7 +30,10 @@ fn service(name: &str, pool: &str) -> Result<Service, BenchError> {
 }
 
 async fn pools(lab: &Lab) -> Result<(), BenchError> {
-    for (name, addr) in [("near", "198.18.0.100-198.18.0.120"), ("far", "198.18.4.0/22")] {
+    for (name, addr) in [
+        ("near", "198.18.0.100-198.18.0.120"),
+        ("far", "198.18.4.0/22"),
+    ] {
         lab.apply(json!({
             "apiVersion": "l2lb.io/v1beta1", "kind": "IPAddressPool",
             "metadata": { "name": name, "namespace": "l2lb-system" },
@@ -50,10 +53,21 @@ async fn pools(lab: &Lab) -> Result<(), BenchError> {
 
 /// One trial: the client's ARP outage for `vip` when its owner's speaker stops.
 async fn trial(lab: &mut Lab, vip: IpAddr, graceful: bool) -> Result<(f64, usize), BenchError> {
-    let owner = lab.wait_owner("default", "svc-0", None, Duration::from_secs(30)).await.map_err(err)?;
-    let idx = lab.node_index(&owner).ok_or_else(|| err(format!("unknown owner {owner}")))?;
+    let owner = lab
+        .wait_owner("default", "svc-0", None, Duration::from_secs(30))
+        .await
+        .map_err(err)?;
+    let idx = lab
+        .node_index(&owner)
+        .ok_or_else(|| err(format!("unknown owner {owner}")))?;
     let c = lab.client_host().clone();
-    let arp = Probe::arp(c.command("arping"), &c.iface, vip, Duration::from_millis(10)).map_err(err)?;
+    let arp = Probe::arp(
+        c.command("arping"),
+        &c.iface,
+        vip,
+        Duration::from_millis(10),
+    )
+    .map_err(err)?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let event = Instant::now();
     lab.stop_speaker(idx, graceful);
@@ -62,15 +76,15 @@ async fn trial(lab: &mut Lab, vip: IpAddr, graceful: bool) -> Result<(f64, usize
     }
     let old = lab.mac_of(idx);
     let deadline = event + LEASE + Duration::from_secs(10);
-    while Instant::now() < deadline
-        && !arp.samples().iter().any(|s| s.at > event && s.what != old)
+    while Instant::now() < deadline && !arp.samples().iter().any(|s| s.at > event && s.what != old)
     {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let samples = arp.stop();
     let doubles = probe::double_answers(&samples);
-    let switch = probe::switch_after(&samples, event).ok_or_else(|| err("the VIP was not answered by another node"))?;
+    let switch = probe::switch_after(&samples, event)
+        .ok_or_else(|| err("the VIP was not answered by another node"))?;
     // Put the node back and let it settle before the next trial.
     if !graceful {
         lab.node(idx).link_up().map_err(err)?;
@@ -97,7 +111,10 @@ async fn api_rps(lab: &Lab, window: Duration) -> f64 {
 /// Runs the benchmark and prints the JSON report as the last line.
 pub fn run() -> Result<(), BenchError> {
     preflight().map_err(err)?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(err)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(err)?;
     rt.block_on(async {
         let mut opts = LabOptions::new("bench-failover").map_err(err)?;
         opts.lease_duration = LEASE;
@@ -105,13 +122,20 @@ pub fn run() -> Result<(), BenchError> {
         pools(&lab).await?;
         let mut vips = Vec::new();
         for i in 0..10 {
-            lab.create_service(service(&format!("svc-{i}"), "near")?, &[0, 1, 2]).await.map_err(err)?;
+            lab.create_service(service(&format!("svc-{i}"), "near")?, &[0, 1, 2])
+                .await
+                .map_err(err)?;
         }
         for i in 0..10 {
-            let v = lab.wait_vips("default", &format!("svc-{i}"), 1, Duration::from_secs(30)).await.map_err(err)?;
+            let v = lab
+                .wait_vips("default", &format!("svc-{i}"), 1, Duration::from_secs(30))
+                .await
+                .map_err(err)?;
             vips.push(v[0]);
         }
-        lab.wait_owner("default", "svc-9", None, Duration::from_secs(30)).await.map_err(err)?;
+        lab.wait_owner("default", "svc-9", None, Duration::from_secs(30))
+            .await
+            .map_err(err)?;
 
         let mut doubles = 0;
         let mut graceful = Vec::new();
@@ -124,7 +148,10 @@ pub fn run() -> Result<(), BenchError> {
         let mut crash = Vec::new();
         for t in 0..TRIALS {
             let (ms, d) = trial(&mut lab, vips[0], false).await?;
-            println!("crash trial {t}: new owner answered after {ms:.1} ms (lease {} ms)", LEASE.as_millis());
+            println!(
+                "crash trial {t}: new owner answered after {ms:.1} ms (lease {} ms)",
+                LEASE.as_millis()
+            );
             crash.push(ms);
             doubles += d;
         }
@@ -140,10 +167,16 @@ pub fn run() -> Result<(), BenchError> {
             lab.start_controller(i).map_err(err)?;
         }
         for i in 10..1000 {
-            lab.create_service(service(&format!("svc-{i}"), "far")?, &[0, 1, 2]).await.map_err(err)?;
+            lab.create_service(service(&format!("svc-{i}"), "far")?, &[0, 1, 2])
+                .await
+                .map_err(err)?;
         }
-        lab.wait_vips("default", "svc-999", 1, Duration::from_secs(120)).await.map_err(err)?;
-        lab.wait_owner("default", "svc-999", None, Duration::from_secs(120)).await.map_err(err)?;
+        lab.wait_vips("default", "svc-999", 1, Duration::from_secs(120))
+            .await
+            .map_err(err)?;
+        lab.wait_owner("default", "svc-999", None, Duration::from_secs(120))
+            .await
+            .map_err(err)?;
         for i in 0..lab.opts.controllers {
             lab.stop_controller(i, true);
         }

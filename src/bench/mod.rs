@@ -5,12 +5,13 @@
 //! baseline. Timing thresholds live here and in closing notes, never in
 //! unit tests.
 
+pub mod arp;
 pub mod controller;
 pub mod failover;
 pub mod ipam;
 
 /// Names of the benchmarks `l2lb bench` accepts.
-pub const NAMES: &[&str] = &["ipam", "controller", "failover"];
+pub const NAMES: &[&str] = &["ipam", "arp", "controller", "failover"];
 
 /// Errors a benchmark can end with.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +30,7 @@ pub fn run(name: &str) -> Result<(), BenchError> {
         "ipam" => ipam::run(),
         "controller" => controller::run(),
         "failover" => failover::run(),
+        "arp" => arp::run(),
         _ => Err(BenchError::Unknown(name.to_string())),
     }
 }

@@ -227,7 +227,8 @@ impl Core {
         }
         // A re-list reports no deletions: anything IPAM holds for a Service
         // the cache no longer has was deleted meanwhile.
-        let present: BTreeSet<ServiceKey> = services.iter().map(|s| convert::service_key(s)).collect();
+        let present: BTreeSet<ServiceKey> =
+            services.iter().map(|s| convert::service_key(s)).collect();
         let gone: Vec<ServiceKey> = self
             .alloc
             .assignments()
@@ -813,11 +814,20 @@ mod tests {
         let mut core = Core::new(false);
         let s = svc("a", 1).published(&["198.18.0.100"]).build();
         let actions = core.start(std::slice::from_ref(&s), &[], &no_labels);
-        assert!(writes(&actions).is_empty(), "no pools yet must not wipe addresses: {actions:?}");
+        assert!(
+            writes(&actions).is_empty(),
+            "no pools yet must not wipe addresses: {actions:?}"
+        );
         let pools = [pool("default", 0, &["198.18.0.100-198.18.0.120"])];
         let got = core.sync_pools(std::slice::from_ref(&s), &pools, &no_labels);
-        assert!(writes(&got).is_empty(), "the address is claimed once its pool appears");
-        assert_eq!(core.allocator().pool_of("198.18.0.100".parse().unwrap()), Some("default"));
+        assert!(
+            writes(&got).is_empty(),
+            "the address is claimed once its pool appears"
+        );
+        assert_eq!(
+            core.allocator().pool_of("198.18.0.100".parse().unwrap()),
+            Some("default")
+        );
     }
 
     #[test]

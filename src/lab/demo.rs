@@ -54,13 +54,24 @@ pub async fn run(args: LabArgs) -> Result<(), LabError> {
     preflight()?;
     let mut opts = LabOptions::new("lab")?;
     opts.lease_duration = args.lease_duration;
-    println!("l2lb lab: 3 nodes, 1 client, 1 bridge in network namespaces (198.18.0.0/24, fd00:198:18::/64)");
-    println!("          embedded API server, 2 controllers, 3 speakers; logs in {}", opts.log_dir.display());
+    println!(
+        "l2lb lab: 3 nodes, 1 client, 1 bridge in network namespaces (198.18.0.0/24, fd00:198:18::/64)"
+    );
+    println!(
+        "          embedded API server, 2 controllers, 3 speakers; logs in {}",
+        opts.log_dir.display()
+    );
     let started = Instant::now();
     let mut lab = Lab::start(opts).await?;
-    println!("          LAN up and processes started in {}", ms(started.elapsed()));
+    println!(
+        "          LAN up and processes started in {}",
+        ms(started.elapsed())
+    );
 
-    step(1, "kubectl apply: the example IPAddressPool and L2Advertisement");
+    step(
+        1,
+        "kubectl apply: the example IPAddressPool and L2Advertisement",
+    );
     for file in ["ipaddresspool.yaml", "l2advertisement.yaml"] {
         let path = args.config_dir.join(file);
         for applied in lab.apply_file(&path).await? {
@@ -68,7 +79,10 @@ pub async fn run(args: LabArgs) -> Result<(), LabError> {
         }
     }
 
-    step(2, "create a LoadBalancer Service with endpoints on every node");
+    step(
+        2,
+        "create a LoadBalancer Service with endpoints on every node",
+    );
     let mut families = vec!["IPv4"];
     if args.scenario == Scenario::Ipv6 {
         families.push("IPv6");
@@ -88,25 +102,39 @@ pub async fn run(args: LabArgs) -> Result<(), LabError> {
     .map_err(|e| LabError::Manifest(e.to_string()))?;
     let endpoints: Vec<usize> = if local { vec![2] } else { vec![0, 1, 2] };
     lab.create_service(svc, &endpoints).await?;
-    let vips = lab.wait_vips("default", "demo", families.len(), Duration::from_secs(15)).await?;
+    let vips = lab
+        .wait_vips("default", "demo", families.len(), Duration::from_secs(15))
+        .await?;
     for vip in &vips {
         lab.route_vip(*vip, 80)?;
     }
     if args.scenario == Scenario::Sharing {
-        for applied in lab.apply_file(&args.config_dir.join("service-shared.yaml")).await? {
+        for applied in lab
+            .apply_file(&args.config_dir.join("service-shared.yaml"))
+            .await?
+        {
             println!("    {applied} applied (sharing one VIP, ports 80 and 443)");
         }
-        let shared = lab.wait_vips("default", "shared-http", 1, Duration::from_secs(15)).await?;
-        lab.wait_vips("default", "shared-https", 1, Duration::from_secs(15)).await?;
+        let shared = lab
+            .wait_vips("default", "shared-http", 1, Duration::from_secs(15))
+            .await?;
+        lab.wait_vips("default", "shared-https", 1, Duration::from_secs(15))
+            .await?;
         lab.route_vip(shared[0], 80)?;
         lab.route_vip(shared[0], 443)?;
-        lab.set_endpoints("default", "shared-http", &[0, 1, 2]).await?;
-        lab.set_endpoints("default", "shared-https", &[0, 1, 2]).await?;
+        lab.set_endpoints("default", "shared-http", &[0, 1, 2])
+            .await?;
+        lab.set_endpoints("default", "shared-https", &[0, 1, 2])
+            .await?;
     }
-    let owner = lab.wait_owner("default", "demo", None, Duration::from_secs(15)).await?;
+    let owner = lab
+        .wait_owner("default", "demo", None, Duration::from_secs(15))
+        .await?;
     print_table(&lab, &vips, &owner);
     if args.scenario == Scenario::Sharing {
-        let shared = lab.wait_vips("default", "shared-http", 1, Duration::from_secs(5)).await?;
+        let shared = lab
+            .wait_vips("default", "shared-http", 1, Duration::from_secs(5))
+            .await?;
         println!(
             "    shared VIP {}: curl :80 -> {}   curl :443 -> {}",
             shared[0],
@@ -115,24 +143,41 @@ pub async fn run(args: LabArgs) -> Result<(), LabError> {
         );
     }
     if local {
-        println!("    externalTrafficPolicy: Local: only node2 has an endpoint, so node2 announces ({owner}).");
+        println!(
+            "    externalTrafficPolicy: Local: only node2 has an endpoint, so node2 announces ({owner})."
+        );
     }
 
     let vip = vips[0];
-    step(3, &format!("crash: SIGKILL the speaker on {owner} and take its link down"));
-    let idx = lab.node_index(&owner).ok_or_else(|| LabError::Manifest(format!("unknown node {owner}")))?;
+    step(
+        3,
+        &format!("crash: SIGKILL the speaker on {owner} and take its link down"),
+    );
+    let idx = lab
+        .node_index(&owner)
+        .ok_or_else(|| LabError::Manifest(format!("unknown node {owner}")))?;
     let crash = failover(&mut lab, vip, idx, false).await?;
     report(&lab, &crash);
 
-    step(4, &format!("bring {owner} back (link up, speaker restarted)"));
+    step(
+        4,
+        &format!("bring {owner} back (link up, speaker restarted)"),
+    );
     lab.node(idx).link_up()?;
     lab.start_speaker(idx)?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let owner2 = lab.wait_owner("default", "demo", None, Duration::from_secs(15)).await?;
+    let owner2 = lab
+        .wait_owner("default", "demo", None, Duration::from_secs(15))
+        .await?;
     print_table(&lab, &vips, &owner2);
 
-    step(5, &format!("graceful hand-over: SIGTERM the speaker on {owner2}"));
-    let idx2 = lab.node_index(&owner2).ok_or_else(|| LabError::Manifest(format!("unknown node {owner2}")))?;
+    step(
+        5,
+        &format!("graceful hand-over: SIGTERM the speaker on {owner2}"),
+    );
+    let idx2 = lab
+        .node_index(&owner2)
+        .ok_or_else(|| LabError::Manifest(format!("unknown node {owner2}")))?;
     let graceful = failover(&mut lab, vip, idx2, true).await?;
     report(&lab, &graceful);
     lab.start_speaker(idx2)?;
@@ -148,8 +193,14 @@ pub async fn run(args: LabArgs) -> Result<(), LabError> {
 }
 
 fn print_table(lab: &Lab, vips: &[IpAddr], owner: &str) {
-    let owner_mac = lab.node_index(owner).map(|i| lab.mac_of(i)).unwrap_or_default();
-    println!("    {:<14} {:<22} {:<8} {:<19} {:<30} CURL", "SERVICE", "VIP", "OWNER", "OWNER MAC", "ARPING FROM CLIENT");
+    let owner_mac = lab
+        .node_index(owner)
+        .map(|i| lab.mac_of(i))
+        .unwrap_or_default();
+    println!(
+        "    {:<14} {:<22} {:<8} {:<19} {:<30} CURL",
+        "SERVICE", "VIP", "OWNER", "OWNER MAC", "ARPING FROM CLIENT"
+    );
     for vip in vips {
         let arp = match vip {
             IpAddr::V4(_) => lab
@@ -158,8 +209,18 @@ fn print_table(lab: &Lab, vips: &[IpAddr], owner: &str) {
                 .unwrap_or_else(|| "no answer".into()),
             IpAddr::V6(_) => "(NDP; see ndisc6)".into(),
         };
-        let curl = lab.curl(*vip, 80).map(|b| format!("200 from {b}")).unwrap_or_else(|| "FAILED".into());
-        println!("    {:<14} {:<22} {:<8} {:<19} {:<30} {curl}", "default/demo", vip.to_string(), owner, owner_mac, arp);
+        let curl = lab
+            .curl(*vip, 80)
+            .map(|b| format!("200 from {b}"))
+            .unwrap_or_else(|| "FAILED".into());
+        println!(
+            "    {:<14} {:<22} {:<8} {:<19} {:<30} {curl}",
+            "default/demo",
+            vip.to_string(),
+            owner,
+            owner_mac,
+            arp
+        );
     }
 }
 
@@ -175,7 +236,12 @@ pub struct Failover {
 
 /// Probes `vip` from the client every 10 ms while stopping node `idx`'s
 /// speaker, until another node serves it.
-pub async fn failover(lab: &mut Lab, vip: IpAddr, idx: usize, graceful: bool) -> Result<Failover, LabError> {
+pub async fn failover(
+    lab: &mut Lab,
+    vip: IpAddr,
+    idx: usize,
+    graceful: bool,
+) -> Result<Failover, LabError> {
     let client = lab.client_host().clone();
     let url = match vip {
         IpAddr::V4(v) => format!("http://{v}/"),
@@ -183,11 +249,26 @@ pub async fn failover(lab: &mut Lab, vip: IpAddr, idx: usize, graceful: bool) ->
     };
     let arp = vip
         .is_ipv4()
-        .then(|| Probe::arp(client.command("arping"), &client.iface, vip, Duration::from_millis(10)))
+        .then(|| {
+            Probe::arp(
+                client.command("arping"),
+                &client.iface,
+                vip,
+                Duration::from_millis(10),
+            )
+        })
         .transpose()
-        .map_err(|source| LabError::Io { context: "cannot start arping".into(), source })?;
-    let http = Probe::http(client.command("sh"), &url, Duration::from_millis(10))
-        .map_err(|source| LabError::Io { context: "cannot start curl".into(), source })?;
+        .map_err(|source| LabError::Io {
+            context: "cannot start arping".into(),
+            source,
+        })?;
+    let http =
+        Probe::http(client.command("sh"), &url, Duration::from_millis(10)).map_err(|source| {
+            LabError::Io {
+                context: "cannot start curl".into(),
+                source,
+            }
+        })?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let event = Instant::now();
     lab.stop_speaker(idx, graceful);
@@ -197,48 +278,92 @@ pub async fn failover(lab: &mut Lab, vip: IpAddr, idx: usize, graceful: bool) ->
     let old = lab.node(idx).name.clone();
     let deadline = event + lab.opts.lease_duration + Duration::from_secs(10);
     while Instant::now() < deadline {
-        let served_elsewhere = http.samples().iter().any(|s| s.at > event && s.what != "FAIL" && s.what != old);
+        let served_elsewhere = http
+            .samples()
+            .iter()
+            .any(|s| s.at > event && s.what != "FAIL" && s.what != old);
         if served_elsewhere {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let arp = arp.map(Probe::stop).and_then(|s| probe::switch_after(&s, event));
+    let arp = arp
+        .map(Probe::stop)
+        .and_then(|s| probe::switch_after(&s, event));
     let http = probe::switch_after(&http.stop(), event);
-    Ok(Failover { arp, http, graceful })
+    Ok(Failover {
+        arp,
+        http,
+        graceful,
+    })
 }
 
 fn report(lab: &Lab, f: &Failover) {
-    let what = if f.graceful { "SIGTERM" } else { "SIGKILL + link down" };
+    let what = if f.graceful {
+        "SIGTERM"
+    } else {
+        "SIGKILL + link down"
+    };
     println!("    t=0 ms        {what}");
     if let Some(a) = &f.arp {
         let from = lab.node_of_mac(&a.from).unwrap_or_else(|| a.from.clone());
         let to = lab.node_of_mac(&a.to).unwrap_or_else(|| a.to.clone());
-        println!("    t={:<10} last ARP answer from {} ({from})", ms(a.last_old), a.from);
-        println!("    t={:<10} first ARP answer from {} ({to})", ms(a.first_new), a.to);
+        println!(
+            "    t={:<10} last ARP answer from {} ({from})",
+            ms(a.last_old),
+            a.from
+        );
+        println!(
+            "    t={:<10} first ARP answer from {} ({to})",
+            ms(a.first_new),
+            a.to
+        );
     }
     match &f.http {
         Some(h) => {
-            println!("    t={:<10} first HTTP 200 from {} (was {})", ms(h.first_new), h.to, h.from);
-            println!("    client-observed outage: ARP {}  HTTP {}",
-                f.arp.as_ref().map(|a| ms(a.outage)).unwrap_or_else(|| "-".into()),
-                ms(h.outage));
+            println!(
+                "    t={:<10} first HTTP 200 from {} (was {})",
+                ms(h.first_new),
+                h.to,
+                h.from
+            );
+            println!(
+                "    client-observed outage: ARP {}  HTTP {}",
+                f.arp
+                    .as_ref()
+                    .map(|a| ms(a.outage))
+                    .unwrap_or_else(|| "-".into()),
+                ms(h.outage)
+            );
         }
-        None => println!("    no other node served the VIP in time: see the speaker logs in {}", lab.opts.log_dir.display()),
+        None => println!(
+            "    no other node served the VIP in time: see the speaker logs in {}",
+            lab.opts.log_dir.display()
+        ),
     }
 }
 
 fn keep(lab: &Lab, vip: IpAddr) {
     let c = lab.client_host();
     println!("\nThe lab keeps running. Try, in another terminal:");
-    println!("    ip netns exec {} arping -c 3 -i {} {vip}", c.ns, c.iface);
+    println!(
+        "    ip netns exec {} arping -c 3 -i {} {vip}",
+        c.ns, c.iface
+    );
     println!("    ip netns exec {} curl http://{vip}/", c.ns);
     println!("    ip netns exec {} ip neigh", c.ns);
     println!("    l2lb --server {} status", lab.local_url);
-    println!("    kubectl --server={} get services,ipaddresspools,servicel2statuses -A", lab.local_url);
+    println!(
+        "    kubectl --server={} get services,ipaddresspools,servicel2statuses -A",
+        lab.local_url
+    );
     for (i, h) in lab.lan.nodes().iter().enumerate() {
-        println!("    node{i}: ip netns exec {} ...   speaker log: {}", h.ns, lab.log_path(&format!("{}-speaker", h.name)).display());
+        println!(
+            "    node{i}: ip netns exec {} ...   speaker log: {}",
+            h.ns,
+            lab.log_path(&format!("{}-speaker", h.name)).display()
+        );
     }
     println!("Ctrl-C tears everything down.");
 }

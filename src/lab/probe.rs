@@ -27,7 +27,13 @@ pub struct ArpAnswer {
 pub fn parse_arping_line(line: &str) -> Option<ArpAnswer> {
     let rest = line.split_once(" bytes from ")?.1;
     let mac = rest.split_whitespace().next()?.to_ascii_lowercase();
-    let index = line.split_once("index=")?.1.split_whitespace().next()?.parse().ok()?;
+    let index = line
+        .split_once("index=")?
+        .1
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
     let time = line.split_once("time=")?.1;
     let mut it = time.split_whitespace();
     let value: f64 = it.next()?.parse().ok()?;
@@ -48,7 +54,9 @@ pub fn arping_once(mut command: Command, iface: &str, vip: IpAddr) -> Option<Arp
         .stdin(Stdio::null())
         .output()
         .ok()?;
-    String::from_utf8_lossy(&out.stdout).lines().find_map(parse_arping_line)
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(parse_arping_line)
 }
 
 /// A line seen from a continuous probe, with its arrival time.
@@ -71,28 +79,59 @@ pub struct Probe {
 }
 
 impl Probe {
-    fn start(mut command: Command, parse: fn(&str) -> Option<(String, Option<u64>)>) -> std::io::Result<Self> {
-        let mut child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
-        let stdout = child.stdout.take().ok_or_else(|| std::io::Error::other("probe has no stdout"))?;
+    fn start(
+        mut command: Command,
+        parse: fn(&str) -> Option<(String, Option<u64>)>,
+    ) -> std::io::Result<Self> {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| std::io::Error::other("probe has no stdout"))?;
         let samples = Arc::new(Mutex::new(Vec::new()));
         let sink = samples.clone();
         let reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some((what, seq)) = parse(&line) {
-                    let s = Sample { at: Instant::now(), what, seq };
+                    let s = Sample {
+                        at: Instant::now(),
+                        what,
+                        seq,
+                    };
                     sink.lock().unwrap_or_else(|p| p.into_inner()).push(s);
                 }
             }
         });
-        Ok(Self { child, samples, reader: Some(reader) })
+        Ok(Self {
+            child,
+            samples,
+            reader: Some(reader),
+        })
     }
 
     /// ARP requests every `interval` from the client namespace (`command` is
     /// `arping` prefixed to run there); each answer's MAC is a sample.
-    pub fn arp(command: Command, iface: &str, vip: IpAddr, interval: Duration) -> std::io::Result<Self> {
+    pub fn arp(
+        command: Command,
+        iface: &str,
+        vip: IpAddr,
+        interval: Duration,
+    ) -> std::io::Result<Self> {
         let mut command = command;
-        command.args(["-W", &format!("{:.3}", interval.as_secs_f64()), "-i", iface, &vip.to_string()]);
-        Self::start(command, |l| parse_arping_line(l).map(|a| (a.mac, Some(a.index))))
+        command.args([
+            "-W",
+            &format!("{:.3}", interval.as_secs_f64()),
+            "-i",
+            iface,
+            &vip.to_string(),
+        ]);
+        Self::start(command, |l| {
+            parse_arping_line(l).map(|a| (a.mac, Some(a.index)))
+        })
     }
 
     /// HTTP GETs every `interval` from the client namespace (`command` is
@@ -113,7 +152,10 @@ impl Probe {
 
     /// Everything seen so far.
     pub fn samples(&self) -> Vec<Sample> {
-        self.samples.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.samples
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Stops the probe and returns all samples.
@@ -137,7 +179,8 @@ impl Drop for Probe {
 /// Requests answered by two different MACs: each is a moment when two
 /// nodes announced one VIP.
 pub fn double_answers(samples: &[Sample]) -> usize {
-    let mut by_seq: std::collections::BTreeMap<u64, std::collections::BTreeSet<&str>> = Default::default();
+    let mut by_seq: std::collections::BTreeMap<u64, std::collections::BTreeSet<&str>> =
+        Default::default();
     for s in samples {
         if let Some(seq) = s.seq {
             by_seq.entry(seq).or_default().insert(s.what.as_str());
@@ -175,11 +218,20 @@ pub fn switch_after(samples: &[Sample], event: Instant) -> Option<Switch> {
         .map(|s| s.at)
         .max()?;
     let mut outage = Duration::ZERO;
-    let window: Vec<&&Sample> = ok.iter().filter(|s| s.at >= before.at && s.at <= first_new.at).collect();
+    let window: Vec<&&Sample> = ok
+        .iter()
+        .filter(|s| s.at >= before.at && s.at <= first_new.at)
+        .collect();
     for pair in window.windows(2) {
         outage = outage.max(pair[1].at.duration_since(pair[0].at));
     }
-    let rel = |t: Instant| if t >= event { t - event } else { Duration::ZERO };
+    let rel = |t: Instant| {
+        if t >= event {
+            t - event
+        } else {
+            Duration::ZERO
+        }
+    };
     Some(Switch {
         from,
         to: first_new.what.clone(),
@@ -195,9 +247,22 @@ mod tests {
 
     #[test]
     fn arping_lines_parse_in_every_unit() {
-        let a = parse_arping_line("60 bytes from 02:00:00:00:00:0B (198.18.0.100): index=0 time=21.420 usec").unwrap();
-        assert_eq!(a, ArpAnswer { mac: "02:00:00:00:00:0b".into(), usec: 21.42, index: 0 });
-        let b = parse_arping_line("42 bytes from 02:00:00:00:00:0c (198.18.0.1): index=3 time=1.5 msec").unwrap();
+        let a = parse_arping_line(
+            "60 bytes from 02:00:00:00:00:0B (198.18.0.100): index=0 time=21.420 usec",
+        )
+        .unwrap();
+        assert_eq!(
+            a,
+            ArpAnswer {
+                mac: "02:00:00:00:00:0b".into(),
+                usec: 21.42,
+                index: 0
+            }
+        );
+        let b = parse_arping_line(
+            "42 bytes from 02:00:00:00:00:0c (198.18.0.1): index=3 time=1.5 msec",
+        )
+        .unwrap();
         assert_eq!(b.usec, 1500.0);
         assert!(parse_arping_line("Timeout").is_none());
         assert!(parse_arping_line("ARPING 198.18.0.100").is_none());
@@ -206,7 +271,11 @@ mod tests {
     #[test]
     fn switch_measures_the_gap_the_client_saw() {
         let t0 = Instant::now();
-        let at = |ms: u64, what: &str| Sample { at: t0 + Duration::from_millis(ms), what: what.into(), seq: None };
+        let at = |ms: u64, what: &str| Sample {
+            at: t0 + Duration::from_millis(ms),
+            what: what.into(),
+            seq: None,
+        };
         let samples = vec![
             at(0, "node1"),
             at(10, "node1"),
@@ -220,6 +289,9 @@ mod tests {
         assert_eq!(s.to, "node2");
         assert_eq!(s.first_new, Duration::from_millis(125));
         assert_eq!(s.outage, Duration::from_millis(130));
-        assert!(switch_after(&samples[..2], t0).is_none(), "no switch without a new answer");
+        assert!(
+            switch_after(&samples[..2], t0).is_none(),
+            "no switch without a new answer"
+        );
     }
 }

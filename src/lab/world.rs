@@ -9,7 +9,7 @@
 
 use super::apiserver::{ApiServer, client_for};
 use super::net::{ChildHandle, Host, Lan, LanOptions, NetError};
-use crate::api::{INSTALL_NAMESPACE, ServiceL2Status, STATUS_SERVICE_NAME_LABEL};
+use crate::api::{INSTALL_NAMESPACE, STATUS_SERVICE_NAME_LABEL, ServiceL2Status};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
@@ -163,12 +163,23 @@ impl Lab {
     /// Builds the LAN, starts the API server, registers the nodes, and
     /// starts backends, controllers and speakers.
     pub async fn start(opts: LabOptions) -> Result<Lab, LabError> {
-        std::fs::create_dir_all(&opts.log_dir).map_err(io(format!("cannot create {}", opts.log_dir.display())))?;
+        std::fs::create_dir_all(&opts.log_dir)
+            .map_err(io(format!("cannot create {}", opts.log_dir.display())))?;
         super::net::cleanup_stale();
-        let lan = Lan::new(&opts.tag, LanOptions { nodes: opts.nodes, clients: 1, ipv6: true })?;
+        let lan = Lan::new(
+            &opts.tag,
+            LanOptions {
+                nodes: opts.nodes,
+                clients: 1,
+                ipv6: true,
+            },
+        )?;
 
         let api = ApiServer::with_l2lb_crds();
-        let (local_url, stop) = api.start_local().await.map_err(io("cannot start the API server"))?;
+        let (local_url, stop) = api
+            .start_local()
+            .await
+            .map_err(io("cannot start the API server"))?;
         let listener = lan.listen_tcp(API_PORT)?;
         listener.set_nonblocking(true).map_err(io("listener"))?;
         let listener = tokio::net::TcpListener::from_std(listener).map_err(io("listener"))?;
@@ -205,7 +216,13 @@ impl Lab {
             node.sysctl("net.ipv4.conf.all.arp_ignore", "1")?;
             node.sysctl("net.ipv4.conf.all.arp_announce", "2")?;
             let mut backend = node.command(&lab.opts.binary.display().to_string());
-            backend.args(["lab-http", "--name", &node.name, "--listen", &format!("[::]:{BACKEND_PORT}")]);
+            backend.args([
+                "lab-http",
+                "--name",
+                &node.name,
+                "--listen",
+                &format!("[::]:{BACKEND_PORT}"),
+            ]);
             let log = lab.log_file(&format!("{}-backend", node.name))?;
             backend.stdout(Stdio::null()).stderr(log);
             lab.helpers.push(node.spawn(&lab.lan, backend)?);
@@ -265,13 +282,18 @@ impl Lab {
             "addresses": addresses,
             "conditions": [{ "type": "Ready", "status": "True", "reason": "KubeletReady", "message": "lab node" }],
         }});
-        nodes.patch_status(&host.name, &PatchParams::default(), &Patch::Merge(&status)).await?;
+        nodes
+            .patch_status(&host.name, &PatchParams::default(), &Patch::Merge(&status))
+            .await?;
         Ok(())
     }
 
     fn l2lb(&self, host: &Host) -> Command {
         let mut cmd = host.command(&self.opts.binary.display().to_string());
-        cmd.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
+        cmd.env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        );
         cmd.arg("--server").arg(self.lan_url.as_str());
         cmd
     }
@@ -280,7 +302,13 @@ impl Lab {
     pub fn start_controller(&mut self, i: usize) -> Result<(), LabError> {
         let host = self.node(i % self.opts.nodes).clone();
         let mut cmd = self.l2lb(&host);
-        cmd.args(["controller", "--identity", &format!("controller-{i}"), "--lease-duration", "4s"]);
+        cmd.args([
+            "controller",
+            "--identity",
+            &format!("controller-{i}"),
+            "--lease-duration",
+            "4s",
+        ]);
         cmd.args(["--metrics-addr", "127.0.0.1:7472"]);
         let log = self.log_file(&format!("controller-{i}"))?;
         cmd.stdout(Stdio::null()).stderr(log);
@@ -293,7 +321,13 @@ impl Lab {
         let host = self.node(i).clone();
         let mut cmd = self.l2lb(&host);
         let lease = format!("{}ms", self.opts.lease_duration.as_millis());
-        cmd.args(["speaker", "--node-name", &host.name, "--lease-duration", &lease]);
+        cmd.args([
+            "speaker",
+            "--node-name",
+            &host.name,
+            "--lease-duration",
+            &lease,
+        ]);
         cmd.args(["--metrics-addr", "127.0.0.1:7473"]);
         let log = self.log_file(&format!("{}-speaker", host.name))?;
         cmd.stdout(Stdio::null()).stderr(log);
@@ -305,7 +339,11 @@ impl Lab {
     /// speaker and forgets it.
     pub fn stop_speaker(&mut self, i: usize, graceful: bool) {
         if let Some(child) = self.speakers[i].take() {
-            child.signal(if graceful { libc::SIGTERM } else { libc::SIGKILL });
+            child.signal(if graceful {
+                libc::SIGTERM
+            } else {
+                libc::SIGKILL
+            });
             child.wait_timeout(Duration::from_secs(5));
         }
     }
@@ -313,7 +351,11 @@ impl Lab {
     /// Stops controller replica `i` (SIGTERM or SIGKILL).
     pub fn stop_controller(&mut self, i: usize, graceful: bool) {
         if let Some(child) = self.controllers[i].take() {
-            child.signal(if graceful { libc::SIGTERM } else { libc::SIGKILL });
+            child.signal(if graceful {
+                libc::SIGTERM
+            } else {
+                libc::SIGKILL
+            });
             child.wait_timeout(Duration::from_secs(5));
         }
     }
@@ -321,10 +363,12 @@ impl Lab {
     /// Applies every object in a YAML file through the API (what
     /// `kubectl apply` does for new objects; existing ones are replaced).
     pub async fn apply_file(&self, path: &Path) -> Result<Vec<String>, LabError> {
-        let text = std::fs::read_to_string(path).map_err(io(format!("cannot read {}", path.display())))?;
+        let text =
+            std::fs::read_to_string(path).map_err(io(format!("cannot read {}", path.display())))?;
         let mut applied = Vec::new();
         for doc in serde_yaml::Deserializer::from_str(&text) {
-            let value = serde_json::Value::deserialize(doc).map_err(|e| LabError::Manifest(format!("{}: {e}", path.display())))?;
+            let value = serde_json::Value::deserialize(doc)
+                .map_err(|e| LabError::Manifest(format!("{}: {e}", path.display())))?;
             if value.is_null() {
                 continue;
             }
@@ -335,9 +379,16 @@ impl Lab {
 
     /// Applies one object given as JSON; returns `kind/name`.
     pub async fn apply(&self, value: serde_json::Value) -> Result<String, LabError> {
-        let obj: DynamicObject = serde_json::from_value(value.clone()).map_err(|e| LabError::Manifest(e.to_string()))?;
-        let types = obj.types.clone().ok_or_else(|| LabError::Manifest("object without apiVersion/kind".into()))?;
-        let (group, version) = types.api_version.rsplit_once('/').unwrap_or(("", &types.api_version));
+        let obj: DynamicObject =
+            serde_json::from_value(value.clone()).map_err(|e| LabError::Manifest(e.to_string()))?;
+        let types = obj
+            .types
+            .clone()
+            .ok_or_else(|| LabError::Manifest("object without apiVersion/kind".into()))?;
+        let (group, version) = types
+            .api_version
+            .rsplit_once('/')
+            .unwrap_or(("", &types.api_version));
         let plural = format!("{}s", types.kind.to_ascii_lowercase())
             .replace("endpointslices", "endpointslices")
             .replace("statuss", "statuses");
@@ -358,16 +409,27 @@ impl Lab {
 
     /// Creates a LoadBalancer Service `ns/name` for `app` plus an
     /// EndpointSlice with one ready endpoint on each of `endpoint_nodes`.
-    pub async fn create_service(&self, mut svc: Service, endpoint_nodes: &[usize]) -> Result<(), LabError> {
+    pub async fn create_service(
+        &self,
+        mut svc: Service,
+        endpoint_nodes: &[usize],
+    ) -> Result<(), LabError> {
         let ns = svc.namespace().unwrap_or_else(|| "default".into());
         svc.metadata.namespace = Some(ns.clone());
         let name = svc.name_any();
-        Api::<Service>::namespaced(self.client.clone(), &ns).create(&PostParams::default(), &svc).await?;
+        Api::<Service>::namespaced(self.client.clone(), &ns)
+            .create(&PostParams::default(), &svc)
+            .await?;
         self.set_endpoints(&ns, &name, endpoint_nodes).await
     }
 
     /// Replaces the Service's EndpointSlice: one ready endpoint per node given.
-    pub async fn set_endpoints(&self, ns: &str, name: &str, nodes: &[usize]) -> Result<(), LabError> {
+    pub async fn set_endpoints(
+        &self,
+        ns: &str,
+        name: &str,
+        nodes: &[usize],
+    ) -> Result<(), LabError> {
         let endpoints: Vec<serde_json::Value> = nodes
             .iter()
             .map(|&i| {
@@ -386,12 +448,19 @@ impl Lab {
         .map_err(|e| LabError::Manifest(e.to_string()))?;
         let api: Api<EndpointSlice> = Api::namespaced(self.client.clone(), ns);
         let params = PatchParams::apply("l2lb-lab").force();
-        api.patch(&format!("{name}-lab"), &params, &Patch::Apply(&slice)).await?;
+        api.patch(&format!("{name}-lab"), &params, &Patch::Apply(&slice))
+            .await?;
         Ok(())
     }
 
     /// Waits until the Service has `count` published addresses.
-    pub async fn wait_vips(&self, ns: &str, name: &str, count: usize, timeout: Duration) -> Result<Vec<IpAddr>, LabError> {
+    pub async fn wait_vips(
+        &self,
+        ns: &str,
+        name: &str,
+        count: usize,
+        timeout: Duration,
+    ) -> Result<Vec<IpAddr>, LabError> {
         let api: Api<Service> = Api::namespaced(self.client.clone(), ns);
         let deadline = Instant::now() + timeout;
         loop {
@@ -402,7 +471,10 @@ impl Lab {
                 }
             }
             if Instant::now() > deadline {
-                return Err(LabError::Timeout { what: format!("an address for Service {ns}/{name}"), after: timeout });
+                return Err(LabError::Timeout {
+                    what: format!("an address for Service {ns}/{name}"),
+                    after: timeout,
+                });
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -420,7 +492,22 @@ impl Lab {
                 }
             };
             let port = port.to_string();
-            let args = ["-t", "nat", "-A", "PREROUTING", "-d", &dst, "-p", "tcp", "--dport", &port, "-j", "DNAT", "--to-destination", &to];
+            let args = [
+                "-t",
+                "nat",
+                "-A",
+                "PREROUTING",
+                "-d",
+                &dst,
+                "-p",
+                "tcp",
+                "--dport",
+                &port,
+                "-j",
+                "DNAT",
+                "--to-destination",
+                &to,
+            ];
             if vip.is_ipv4() {
                 host.iptables(&args)?;
             } else {
@@ -450,7 +537,13 @@ impl Lab {
     }
 
     /// Waits until `ns/name` is announced by some node (other than `not`).
-    pub async fn wait_owner(&self, ns: &str, name: &str, not: Option<&str>, timeout: Duration) -> Result<String, LabError> {
+    pub async fn wait_owner(
+        &self,
+        ns: &str,
+        name: &str,
+        not: Option<&str>,
+        timeout: Duration,
+    ) -> Result<String, LabError> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(owner) = self.owner(ns, name).await
@@ -459,7 +552,10 @@ impl Lab {
                 return Ok(owner);
             }
             if Instant::now() > deadline {
-                return Err(LabError::Timeout { what: format!("a node announcing {ns}/{name}"), after: timeout });
+                return Err(LabError::Timeout {
+                    what: format!("a node announcing {ns}/{name}"),
+                    after: timeout,
+                });
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -472,7 +568,9 @@ impl Lab {
 
     /// Name of the node with MAC `mac`, if any.
     pub fn node_of_mac(&self, mac: &str) -> Option<String> {
-        (0..self.opts.nodes).find(|&i| self.mac_of(i) == mac).map(|i| self.node(i).name.clone())
+        (0..self.opts.nodes)
+            .find(|&i| self.mac_of(i) == mac)
+            .map(|i| self.node(i).name.clone())
     }
 
     /// One `arping` from the client.
@@ -488,20 +586,37 @@ impl Lab {
             IpAddr::V4(v) => format!("http://{v}:{port}/"),
             IpAddr::V6(v) => format!("http://[{v}]:{port}/"),
         };
-        let out = self.client_host().command("curl").args(["-s", "-g", "-m", "2", &url]).output().ok()?;
-        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        let out = self
+            .client_host()
+            .command("curl")
+            .args(["-s", "-g", "-m", "2", &url])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
     /// Names of the lab's namespaces (for leak checks).
     pub fn namespaces(&self) -> Vec<String> {
-        self.lan.nodes().iter().chain(self.lan.clients()).map(|h| h.ns.clone()).collect()
+        self.lan
+            .nodes()
+            .iter()
+            .chain(self.lan.clients())
+            .map(|h| h.ns.clone())
+            .collect()
     }
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
         // Processes first (graceful), then the API server, then the LAN.
-        for child in self.speakers.iter_mut().chain(self.controllers.iter_mut()).filter_map(Option::take) {
+        for child in self
+            .speakers
+            .iter_mut()
+            .chain(self.controllers.iter_mut())
+            .filter_map(Option::take)
+        {
             child.signal(libc::SIGTERM);
             child.wait_timeout(Duration::from_secs(2));
         }

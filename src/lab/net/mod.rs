@@ -349,8 +349,6 @@ impl Lan {
         let ns = format!("{}-{name}", self.prefix);
         self.add_ns(&ns)?;
         let mac = [0x02, 0x18, 0x00, 0x00, kind, index as u8];
-        let port = format!("p{}{index}", &role[..1]);
-        let mac_s = mac_string(&mac);
         let ipv4 = Ipv4Addr::new(198, 18, 0, host_octet);
         let ipv6_addr =
             ipv6.then(|| Ipv6Addr::new(0xfd00, 0x198, 0x18, 0, 0, 0, 0, host_octet as u16));
@@ -363,16 +361,32 @@ impl Lan {
                 ],
             )?;
         }
-        // Created directly inside the two namespaces: nothing ever appears in
-        // the root namespace, even for an instant.
+        let host = Host {
+            name,
+            ns,
+            iface: "eth0".to_string(),
+            mac,
+            ipv4,
+            ipv6: ipv6_addr,
+        };
+        self.wire_host(&host)?;
+        Ok(host)
+    }
+
+    /// Creates and configures the host's veth pair (the bridge port is
+    /// `p<n|c><index>`). Created directly inside the two namespaces: nothing
+    /// ever appears in the root namespace, even for an instant.
+    fn wire_host(&self, host: &Host) -> Result<(), NetError> {
+        let ns = host.ns.as_str();
+        let port = self.port_name(host);
         ip(&[
             "link",
             "add",
-            "eth0",
+            &host.iface,
             "netns",
-            &ns,
+            ns,
             "address",
-            &mac_s,
+            &mac_string(&host.mac),
             "type",
             "veth",
             "peer",
@@ -381,16 +395,25 @@ impl Lan {
             "netns",
             &self.bridge_ns,
         ])?;
-        let b = self.bridge_ns.clone();
-        ns_exec(&b, &["ip", "link", "set", &port, "master", "br0", "up"])?;
-        ns_exec(&ns, &["ip", "link", "set", "lo", "up"])?;
         ns_exec(
-            &ns,
-            &["ip", "addr", "add", &format!("{ipv4}/24"), "dev", "eth0"],
+            &self.bridge_ns,
+            &["ip", "link", "set", &port, "master", "br0", "up"],
         )?;
-        if let Some(v6) = ipv6_addr {
+        ns_exec(ns, &["ip", "link", "set", "lo", "up"])?;
+        ns_exec(
+            ns,
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("{}/24", host.ipv4),
+                "dev",
+                &host.iface,
+            ],
+        )?;
+        if let Some(v6) = host.ipv6 {
             ns_exec(
-                &ns,
+                ns,
                 &[
                     "ip",
                     "-6",
@@ -398,22 +421,29 @@ impl Lan {
                     "add",
                     &format!("{v6}/64"),
                     "dev",
-                    "eth0",
+                    &host.iface,
                     "nodad",
                 ],
             )?;
         }
-        ns_exec(&ns, &["ip", "link", "set", "eth0", "up"])?;
-        Ok(Host {
-            name,
-            ns,
-            iface: "eth0".to_string(),
-            mac,
-            ipv4,
-            ipv6: ipv6_addr,
-        })
+        ns_exec(ns, &["ip", "link", "set", &host.iface, "up"])?;
+        Ok(())
     }
 
+    fn port_name(&self, host: &Host) -> String {
+        let (role, index) = host
+            .name
+            .split_at(host.name.find(|c: char| c.is_ascii_digit()).unwrap_or(0));
+        format!("p{}{index}", &role[..role.len().min(1)])
+    }
+
+    /// Deletes the host's LAN interface and creates it again with the same
+    /// name, MAC and addresses (it gets a new interface index), as a NIC
+    /// driver reload or a re-created bond would.
+    pub fn recreate_link(&self, host: &Host) -> Result<(), NetError> {
+        host.run(&["ip", "link", "del", &host.iface])?;
+        self.wire_host(host)
+    }
     /// The node hosts, `node0`..
     pub fn nodes(&self) -> &[Host] {
         &self.nodes
@@ -672,7 +702,7 @@ impl Capture {
                 "-o",
                 "icmpv6.checksum:TRUE",
                 "-Y",
-                "_ws.expert.severity >= warning || _ws.malformed",
+                "_ws.expert.severity >= 0x00600000 || _ws.malformed",
             ])
             .args([
                 "-T",
