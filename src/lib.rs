@@ -13,3 +13,4 @@ pub mod ipam;
 pub mod l2;
 pub mod lab;
 pub mod labels;
+pub mod speaker;

@@ -1,0 +1,3 @@
+//! The speaker. (Being written.)
+
+pub mod eligibility;
