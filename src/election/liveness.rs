@@ -124,6 +124,11 @@ impl Liveness {
         was_live
     }
 
+    /// Every node with a lease on record, live or not (to reconcile a re-list).
+    pub fn known(&self) -> impl Iterator<Item = &str> {
+        self.peers.keys().map(String::as_str)
+    }
+
     /// Whether `node` is live at `now`.
     pub fn is_live(&self, node: &str, now: Instant) -> bool {
         self.peers.get(node).is_some_and(|p| self.peer_live(p, now))

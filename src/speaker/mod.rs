@@ -1,3 +1,4 @@
 //! The speaker. (Being written.)
 
+pub mod core;
 pub mod eligibility;
