@@ -304,7 +304,7 @@ mod tests {
 
     #[test]
     fn expressions_validate_operators() {
-        let vals = vec!["x".to_string()];
+        let vals = ["x".to_string()];
         assert!(Selector::from_parts(&Labels::new(), [("k", "Bogus", &vals[..])]).is_err());
         assert!(Selector::from_parts(&Labels::new(), [("k", "Exists", &vals[..])]).is_err());
         assert!(Selector::from_parts(&Labels::new(), [("k", "In", &[][..])]).is_err());

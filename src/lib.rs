@@ -8,9 +8,13 @@
 
 pub mod api;
 pub mod bench;
+pub mod cluster;
+pub mod controller;
 pub mod election;
 pub mod ipam;
 pub mod l2;
 pub mod lab;
 pub mod labels;
 pub mod speaker;
+pub mod status;
+pub mod telemetry;

@@ -8,6 +8,7 @@
 
 pub mod annotations;
 pub mod crds;
+pub mod rbac;
 mod types;
 
 pub use types::*;

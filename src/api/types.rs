@@ -34,49 +34,15 @@ fn default_true() -> bool {
     status = "IPAddressPoolStatus",
     shortname = "ippool",
     category = "l2lb",
-    printcolumn(
-        name = "Auto Assign",
-        type_ = "boolean",
-        json_path = ".spec.autoAssign"
-    ),
-    printcolumn(
-        name = "Avoid Buggy IPs",
-        type_ = "boolean",
-        json_path = ".spec.avoidBuggyIPs"
-    ),
-    printcolumn(name = "Addresses", type_ = "string", json_path = ".spec.addresses"),
-    printcolumn(
-        name = "IPv4 Assigned",
-        type_ = "integer",
-        json_path = ".status.assignedIPv4"
-    ),
-    printcolumn(
-        name = "IPv4 Available",
-        type_ = "integer",
-        json_path = ".status.availableIPv4"
-    ),
-    printcolumn(
-        name = "IPv6 Assigned",
-        type_ = "integer",
-        json_path = ".status.assignedIPv6",
-        priority = 1
-    ),
-    printcolumn(
-        name = "IPv6 Available",
-        type_ = "integer",
-        json_path = ".status.availableIPv6",
-        priority = 1
-    ),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn = r#"{"name": "Auto Assign", "type": "boolean", "jsonPath": ".spec.autoAssign"}"#,
+    printcolumn = r#"{"name": "Avoid Buggy IPs", "type": "boolean", "jsonPath": ".spec.avoidBuggyIPs"}"#,
+    printcolumn = r#"{"name": "Addresses", "type": "string", "jsonPath": ".spec.addresses"}"#,
+    printcolumn = r#"{"name": "IPv4 Assigned", "type": "integer", "jsonPath": ".status.assignedIPv4"}"#,
+    printcolumn = r#"{"name": "IPv4 Available", "type": "integer", "jsonPath": ".status.availableIPv4"}"#,
+    printcolumn = r#"{"name": "IPv6 Assigned", "type": "integer", "jsonPath": ".status.assignedIPv6", "priority": 1}"#,
+    printcolumn = r#"{"name": "IPv6 Available", "type": "integer", "jsonPath": ".status.availableIPv6", "priority": 1}"#,
+    printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct IPAddressPoolSpec {
@@ -146,29 +112,11 @@ pub struct IPAddressPoolStatus {
     namespaced,
     shortname = "l2adv",
     category = "l2lb",
-    printcolumn(
-        name = "IP Address Pools",
-        type_ = "string",
-        json_path = ".spec.ipAddressPools"
-    ),
-    printcolumn(
-        name = "Pool Selectors",
-        type_ = "string",
-        json_path = ".spec.ipAddressPoolSelectors",
-        priority = 1
-    ),
-    printcolumn(name = "Interfaces", type_ = "string", json_path = ".spec.interfaces"),
-    printcolumn(
-        name = "Node Selectors",
-        type_ = "string",
-        json_path = ".spec.nodeSelectors",
-        priority = 1
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn = r#"{"name": "IP Address Pools", "type": "string", "jsonPath": ".spec.ipAddressPools"}"#,
+    printcolumn = r#"{"name": "Pool Selectors", "type": "string", "jsonPath": ".spec.ipAddressPoolSelectors", "priority": 1}"#,
+    printcolumn = r#"{"name": "Interfaces", "type": "string", "jsonPath": ".spec.interfaces"}"#,
+    printcolumn = r#"{"name": "Node Selectors", "type": "string", "jsonPath": ".spec.nodeSelectors", "priority": 1}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct L2AdvertisementSpec {
@@ -199,22 +147,10 @@ pub struct L2AdvertisementSpec {
     namespaced,
     status = "L2StatusInfo",
     category = "l2lb",
-    printcolumn(name = "Allocated Node", type_ = "string", json_path = ".status.node"),
-    printcolumn(
-        name = "Service Name",
-        type_ = "string",
-        json_path = ".status.serviceName"
-    ),
-    printcolumn(
-        name = "Service Namespace",
-        type_ = "string",
-        json_path = ".status.serviceNamespace"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn = r#"{"name": "Allocated Node", "type": "string", "jsonPath": ".status.node"}"#,
+    printcolumn = r#"{"name": "Service Name", "type": "string", "jsonPath": ".status.serviceName"}"#,
+    printcolumn = r#"{"name": "Service Namespace", "type": "string", "jsonPath": ".status.serviceNamespace"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 pub struct ServiceL2StatusSpec {}
 

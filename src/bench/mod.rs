@@ -5,8 +5,10 @@
 //! baseline. Timing thresholds live here and in closing notes, never in
 //! unit tests.
 
+pub mod ipam;
+
 /// Names of the benchmarks `l2lb bench` accepts.
-pub const NAMES: &[&str] = &[];
+pub const NAMES: &[&str] = &["ipam"];
 
 /// Errors a benchmark can end with.
 #[derive(Debug, thiserror::Error)]
@@ -21,5 +23,8 @@ pub enum BenchError {
 
 /// Runs the benchmark `name` and prints its report; the last line is JSON.
 pub fn run(name: &str) -> Result<(), BenchError> {
-    Err(BenchError::Unknown(name.to_string()))
+    match name {
+        "ipam" => ipam::run(),
+        _ => Err(BenchError::Unknown(name.to_string())),
+    }
 }

@@ -1,0 +1,845 @@
+//! The controller's decisions, free of I/O: given Services, pools and
+//! namespaces as the watch caches hold them, say which status writes and
+//! Events should happen.
+//!
+//! `Core` owns the [`Allocator`] and nothing else that is stateful except the
+//! memory needed to emit one Event per change (not per resync). Tests feed it
+//! objects and assert the exact actions; the runtime in `mod.rs` only carries
+//! actions out.
+
+use super::convert::{self, ConvertError};
+use crate::api::IPAddressPool;
+use crate::api::{INSTALL_NAMESPACE, IPAddressPoolStatus};
+use crate::ipam::{Allocator, Assignment, PoolIssueKind, PoolSpec, ServiceKey};
+use crate::labels::Labels;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::ResourceExt;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// Event reasons the controller emits on Services (a bounded set).
+pub mod reason {
+    /// An address was assigned.
+    pub const IP_ALLOCATED: &str = "IPAllocated";
+    /// No address could be assigned; the note says why.
+    pub const ALLOCATION_FAILED: &str = "AllocationFailed";
+    /// The Service stopped being ours and its address was released.
+    pub const IP_RELEASED: &str = "IPReleased";
+    /// A published address had to be withdrawn (conflict or pool removal).
+    pub const CLEAR_ASSIGNMENT: &str = "ClearAssignment";
+}
+
+/// Something the runtime must do.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Publish `ips` in `status.loadBalancer` (empty clears it), as a
+    /// replace conditional on the object's resourceVersion: a stale leader's
+    /// write fails with 409 instead of clobbering.
+    WriteStatus {
+        /// The object as seen; its resourceVersion is the precondition.
+        service: Arc<Service>,
+        /// The addresses to publish.
+        ips: Vec<IpAddr>,
+    },
+    /// Record an Event on a Service.
+    Event {
+        /// The Service the event is about.
+        service: Arc<Service>,
+        /// True for Warning, false for Normal.
+        warning: bool,
+        /// One of [`reason`].
+        reason: &'static str,
+        /// Human-readable detail.
+        note: String,
+    },
+}
+
+/// The allocation state machine of the leading controller.
+#[derive(Debug)]
+pub struct Core {
+    /// Address state; rebuilt from Services' status when leadership starts.
+    alloc: Allocator,
+    /// Handle only Services that name our loadBalancerClass.
+    require_class: bool,
+    /// Last failure message per Service, so a failure is reported once per
+    /// change and not on every resync.
+    failures: HashMap<ServiceKey, String>,
+    /// Services that wanted an address and did not get one; retried when
+    /// addresses are freed or pools change.
+    pending: BTreeSet<ServiceKey>,
+    /// Pools whose `serviceAllocation` could not be parsed, with the reason.
+    /// They keep serving existing and explicitly requested addresses.
+    pool_errors: BTreeMap<String, String>,
+}
+
+/// Looks up a namespace's labels.
+pub type NamespaceLabels<'a> = &'a dyn Fn(&str) -> Labels;
+
+impl Core {
+    /// A core with no pools and no assignments.
+    pub fn new(require_class: bool) -> Self {
+        Self {
+            alloc: Allocator::new(),
+            require_class,
+            failures: HashMap::new(),
+            pending: BTreeSet::new(),
+            pool_errors: BTreeMap::new(),
+        }
+    }
+
+    /// The allocator, for metrics and tests.
+    pub fn allocator(&self) -> &Allocator {
+        &self.alloc
+    }
+
+    fn pool_specs(&mut self, pools: &[Arc<IPAddressPool>]) -> Vec<PoolSpec> {
+        self.pool_errors.clear();
+        pools
+            .iter()
+            .map(|p| match convert::pool_spec(p) {
+                Ok(spec) => spec,
+                Err(e) => {
+                    // Keep the pool so its Services keep their addresses;
+                    // only automatic assignment stops until it is fixed.
+                    tracing::warn!(pool = %p.name_any(), error = %e, "pool has a malformed serviceAllocation");
+                    self.pool_errors.insert(p.name_any(), e.to_string());
+                    PoolSpec {
+                        name: p.name_any(),
+                        created: p.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()).unwrap_or(0),
+                        addresses: p.spec.addresses.clone(),
+                        auto_assign: false,
+                        avoid_buggy_ips: p.spec.avoid_buggy_ips,
+                        allocation: None,
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// Starts leadership: loads pools, claims every address already published
+    /// in our Services' status (a restart never moves an IP), then allocates
+    /// for Services still without one.
+    pub fn start(
+        &mut self,
+        services: &[Arc<Service>],
+        pools: &[Arc<IPAddressPool>],
+        ns_labels: NamespaceLabels<'_>,
+    ) -> Vec<Action> {
+        *self = Self::new(self.require_class);
+        let specs = self.pool_specs(pools);
+        let _ = self.alloc.set_pools(specs);
+        let mut ours: Vec<&Arc<Service>> = services
+            .iter()
+            .filter(|s| convert::is_ours(s, self.require_class))
+            .collect();
+        ours.sort_by_key(|s| {
+            (
+                s.metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map(|t| t.0.as_second()),
+                convert::service_key(s),
+            )
+        });
+        let mut existing = Vec::new();
+        let mut actions = Vec::new();
+        for svc in &ours {
+            let ips = convert::ingress_ips(svc);
+            if ips.is_empty() {
+                continue;
+            }
+            let ns = svc.namespace().unwrap_or_default();
+            match convert::service_request(svc, &ns_labels(&ns)) {
+                Ok(req) => existing.push((req, ips)),
+                Err(e) => {
+                    // Bad annotations must not cost the Service its address:
+                    // claim what it holds with a plain request.
+                    tracing::warn!(service = %convert::service_key(svc), error = %e, "cannot parse Service; keeping its published address");
+                    let mut req =
+                        convert::service_request(&strip_annotations(svc), &ns_labels(&ns))
+                            .expect("a Service without annotations always converts");
+                    req.ips = ips.clone();
+                    existing.push((req, ips));
+                }
+            }
+        }
+        let mut conflicted: HashMap<ServiceKey, String> = HashMap::new();
+        for conflict in self.alloc.rebuild(existing) {
+            let note = format!(
+                "published address {} withdrawn: {}",
+                join(&conflict.ips),
+                conflict.error
+            );
+            tracing::warn!(service = %conflict.key, %note, "address conflict at start");
+            conflicted.insert(conflict.key, note);
+        }
+        for svc in ours {
+            let key = convert::service_key(svc);
+            let Some(note) = conflicted.remove(&key) else {
+                actions.extend(self.reconcile_inner(&key, Some(svc), ns_labels, true));
+                continue;
+            };
+            // The loser of a conflict is allocated afresh as if it had no
+            // status; if that fails too, its published address is cleared.
+            let fresh = Arc::new(without_status(svc));
+            let mut more = self.reconcile_inner(&key, Some(&fresh), ns_labels, true);
+            if !more.iter().any(|a| matches!(a, Action::WriteStatus { .. })) {
+                more.push(Action::WriteStatus {
+                    service: Arc::clone(svc),
+                    ips: Vec::new(),
+                });
+            }
+            actions.push(Action::Event {
+                service: Arc::clone(svc),
+                warning: true,
+                reason: reason::CLEAR_ASSIGNMENT,
+                note,
+            });
+            actions.extend(more);
+        }
+        actions
+    }
+
+    /// Pools (or namespace labels) changed: apply the new pool set, give
+    /// orphaned Services new addresses, and retry pending ones.
+    pub fn sync_pools(
+        &mut self,
+        services: &[Arc<Service>],
+        pools: &[Arc<IPAddressPool>],
+        ns_labels: NamespaceLabels<'_>,
+    ) -> Vec<Action> {
+        let specs = self.pool_specs(pools);
+        let change = self.alloc.set_pools(specs);
+        for key in &change.orphaned {
+            tracing::info!(service = %key, "address left every pool; reallocating");
+        }
+        let mut sorted: Vec<&Arc<Service>> = services.iter().collect();
+        sorted.sort_by_key(|s| {
+            (
+                s.metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map(|t| t.0.as_second()),
+                convert::service_key(s),
+            )
+        });
+        let mut actions = Vec::new();
+        for svc in sorted {
+            actions.extend(self.reconcile(&convert::service_key(svc), Some(svc), ns_labels));
+        }
+        actions
+    }
+
+    /// Reconciles one Service (`None` when it was deleted).
+    pub fn reconcile(
+        &mut self,
+        key: &ServiceKey,
+        svc: Option<&Arc<Service>>,
+        ns_labels: NamespaceLabels<'_>,
+    ) -> Vec<Action> {
+        self.reconcile_inner(key, svc, ns_labels, false)
+    }
+
+    /// Services waiting for an address, oldest request first is not needed:
+    /// IPAM is deterministic, so key order is enough.
+    pub fn pending(&self) -> Vec<ServiceKey> {
+        self.pending.iter().cloned().collect()
+    }
+
+    fn reconcile_inner(
+        &mut self,
+        key: &ServiceKey,
+        svc: Option<&Arc<Service>>,
+        ns_labels: NamespaceLabels<'_>,
+        starting: bool,
+    ) -> Vec<Action> {
+        let Some(svc) = svc else {
+            self.forget(key);
+            return Vec::new();
+        };
+        if !convert::is_ours(svc, self.require_class) {
+            let released = self.alloc.release(key);
+            self.failures.remove(key);
+            self.pending.remove(key);
+            let Some(released) = released else {
+                return Vec::new();
+            };
+            let mut actions = Vec::new();
+            if !convert::ingress_ips(svc).is_empty() {
+                actions.push(Action::WriteStatus {
+                    service: Arc::clone(svc),
+                    ips: Vec::new(),
+                });
+            }
+            actions.push(Action::Event {
+                service: Arc::clone(svc),
+                warning: false,
+                reason: reason::IP_RELEASED,
+                note: format!(
+                    "released {} from pool {}: the Service is no longer a LoadBalancer of this class",
+                    join(&released.ips),
+                    released.pool
+                ),
+            });
+            return actions;
+        }
+
+        let ns = svc.namespace().unwrap_or_default();
+        let before: Option<Assignment> = self.alloc.assignment(key).cloned();
+        let result = convert::service_request(svc, &ns_labels(&ns))
+            .map_err(|e| match e {
+                ConvertError::Annotation(a) => format!("bad annotation: {a}"),
+                other => other.to_string(),
+            })
+            .and_then(|req| self.alloc.allocate(&req).map_err(|e| e.to_string()));
+        let mut actions = Vec::new();
+        match result {
+            Ok(assignment) => {
+                self.failures.remove(key);
+                self.pending.remove(key);
+                if !convert::status_matches(svc, &assignment.ips) {
+                    actions.push(Action::WriteStatus {
+                        service: Arc::clone(svc),
+                        ips: assignment.ips.clone(),
+                    });
+                }
+                let changed = before.as_ref() != Some(&assignment);
+                if changed && !(starting && before.is_some()) {
+                    actions.push(Action::Event {
+                        service: Arc::clone(svc),
+                        warning: false,
+                        reason: reason::IP_ALLOCATED,
+                        note: format!(
+                            "assigned {} from pool {}",
+                            join(&assignment.ips),
+                            assignment.pool
+                        ),
+                    });
+                }
+            }
+            Err(message) => {
+                let held = self.alloc.assignment(key).is_some();
+                if !held {
+                    self.pending.insert(key.clone());
+                    // Never leave an address published that IPAM does not
+                    // hold for this Service: it could be given to another.
+                    let published = convert::ingress_ips(svc);
+                    if !published.is_empty() {
+                        actions.push(Action::WriteStatus {
+                            service: Arc::clone(svc),
+                            ips: Vec::new(),
+                        });
+                        actions.push(Action::Event {
+                            service: Arc::clone(svc),
+                            warning: true,
+                            reason: reason::CLEAR_ASSIGNMENT,
+                            note: format!("withdrew {}: {message}", join(&published)),
+                        });
+                    }
+                }
+                if self.failures.get(key) != Some(&message) {
+                    tracing::info!(service = %key, reason = %message, "allocation failed");
+                    actions.push(Action::Event {
+                        service: Arc::clone(svc),
+                        warning: true,
+                        reason: reason::ALLOCATION_FAILED,
+                        note: message.clone(),
+                    });
+                    self.failures.insert(key.clone(), message);
+                }
+            }
+        }
+        actions
+    }
+
+    fn forget(&mut self, key: &ServiceKey) {
+        self.alloc.release(key);
+        self.failures.remove(key);
+        self.pending.remove(key);
+    }
+
+    /// The status each pool should show: counts per family and conditions
+    /// (`Ready`, `Overlapping` naming the other pool, `Invalid` with the reason).
+    pub fn pool_statuses(
+        &self,
+        pools: &[Arc<IPAddressPool>],
+    ) -> BTreeMap<String, IPAddressPoolStatus> {
+        let stats: BTreeMap<String, _> = self
+            .alloc
+            .stats()
+            .into_iter()
+            .map(|s| (s.name.clone(), s))
+            .collect();
+        let mut issues: BTreeMap<String, Vec<PoolIssueKind>> = BTreeMap::new();
+        for issue in self.alloc.pool_issues() {
+            issues.entry(issue.pool).or_default().push(issue.kind);
+        }
+        let mut out = BTreeMap::new();
+        for pool in pools {
+            let name = pool.name_any();
+            let mut status = IPAddressPoolStatus::default();
+            if let Some(s) = stats.get(&name) {
+                let sat = |v: u128| u64::try_from(v).unwrap_or(u64::MAX);
+                status.assigned_ipv4 = sat(s.v4_in_use);
+                status.available_ipv4 = sat(s.v4_total.saturating_sub(s.v4_in_use));
+                status.assigned_ipv6 = sat(s.v6_in_use);
+                status.available_ipv6 = sat(s.v6_total.saturating_sub(s.v6_in_use));
+            }
+            let mut invalid: Vec<String> = Vec::new();
+            let mut overlapping: Vec<String> = Vec::new();
+            for kind in issues.get(&name).into_iter().flatten() {
+                match kind {
+                    PoolIssueKind::Invalid { reason } => invalid.push(reason.clone()),
+                    PoolIssueKind::Overlapping { other } => overlapping.push(other.clone()),
+                }
+            }
+            if let Some(e) = self.pool_errors.get(&name) {
+                invalid.push(format!("{e}; automatic assignment disabled"));
+            }
+            let generation = pool.metadata.generation;
+            let cond = |type_: &str, ok: bool, reason: &str, message: String| Condition {
+                type_: type_.to_string(),
+                status: if ok { "True" } else { "False" }.to_string(),
+                reason: reason.to_string(),
+                message,
+                observed_generation: generation,
+                last_transition_time: Time(jiff::Timestamp::UNIX_EPOCH),
+            };
+            let ready = invalid.is_empty() && stats.contains_key(&name);
+            status.conditions = vec![
+                cond(
+                    "Ready",
+                    ready,
+                    if ready { "Allocatable" } else { "Invalid" },
+                    if ready {
+                        "addresses can be assigned".into()
+                    } else {
+                        invalid.join("; ")
+                    },
+                ),
+                cond(
+                    "Invalid",
+                    !invalid.is_empty(),
+                    if invalid.is_empty() {
+                        "Valid"
+                    } else {
+                        "InvalidSpec"
+                    },
+                    invalid.join("; "),
+                ),
+                cond(
+                    "Overlapping",
+                    !overlapping.is_empty(),
+                    if overlapping.is_empty() {
+                        "NoOverlap"
+                    } else {
+                        "OverlapsOlderPool"
+                    },
+                    if overlapping.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            "addresses also in older pool(s) {}; they are assigned from the older pool only",
+                            overlapping.join(", ")
+                        )
+                    },
+                ),
+            ];
+            out.insert(name, status);
+        }
+        out
+    }
+}
+
+/// Whether two pool statuses say the same thing, ignoring transition times.
+pub fn same_pool_status(a: &IPAddressPoolStatus, b: &IPAddressPoolStatus) -> bool {
+    let strip = |s: &IPAddressPoolStatus| {
+        let mut s = s.clone();
+        for c in &mut s.conditions {
+            c.last_transition_time = Time(jiff::Timestamp::UNIX_EPOCH);
+        }
+        s
+    };
+    strip(a) == strip(b)
+}
+
+/// Keeps transition times of conditions whose status did not change, and
+/// stamps `now` on those that did, as Kubernetes conventions ask.
+pub fn stamp_conditions(
+    new: &mut IPAddressPoolStatus,
+    old: Option<&IPAddressPoolStatus>,
+    now: jiff::Timestamp,
+) {
+    for c in &mut new.conditions {
+        let prev = old.and_then(|o| o.conditions.iter().find(|p| p.type_ == c.type_));
+        c.last_transition_time = match prev {
+            Some(p) if p.status == c.status => p.last_transition_time.clone(),
+            _ => Time(now),
+        };
+    }
+}
+
+/// The namespace the controller keeps pools in.
+pub fn pool_namespace() -> &'static str {
+    INSTALL_NAMESPACE
+}
+
+fn join(ips: &[IpAddr]) -> String {
+    ips.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn without_status(svc: &Service) -> Service {
+    let mut s = svc.clone();
+    s.status = None;
+    s
+}
+
+fn strip_annotations(svc: &Service) -> Service {
+    let mut s = svc.clone();
+    s.metadata.annotations = None;
+    if let Some(spec) = s.spec.as_mut() {
+        spec.load_balancer_ip = None;
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Chainable Service builder for tests.
+    struct Svc(serde_json::Value);
+
+    fn svc(name: &str, created: i64) -> Svc {
+        let ts = jiff::Timestamp::from_second(1_700_000_000 + created)
+            .unwrap()
+            .to_string();
+        Svc(json!({
+            "metadata": {"name": name, "namespace": "default", "resourceVersion": "1",
+                         "creationTimestamp": ts, "annotations": {}},
+            "spec": {"type": "LoadBalancer", "ports": [{"port": 80, "protocol": "TCP"}]},
+        }))
+    }
+
+    impl Svc {
+        fn published(mut self, ips: &[&str]) -> Self {
+            let ingress: Vec<_> = ips
+                .iter()
+                .map(|ip| json!({"ip": ip, "ipMode": "VIP"}))
+                .collect();
+            self.0["status"] = json!({"loadBalancer": {"ingress": ingress}});
+            self
+        }
+        fn annotate(mut self, k: &str, v: &str) -> Self {
+            self.0["metadata"]["annotations"][k] = json!(v);
+            self
+        }
+        fn port(mut self, port: u16) -> Self {
+            self.0["spec"]["ports"] = json!([{"port": port, "protocol": "TCP"}]);
+            self
+        }
+        fn spec(mut self, k: &str, v: serde_json::Value) -> Self {
+            self.0["spec"][k] = v;
+            self
+        }
+        fn build(self) -> Arc<Service> {
+            Arc::new(serde_json::from_value(self.0).unwrap())
+        }
+    }
+
+    fn pool(name: &str, created: i64, addresses: &[&str]) -> Arc<IPAddressPool> {
+        let ts = jiff::Timestamp::from_second(1_700_000_000 + created)
+            .unwrap()
+            .to_string();
+        Arc::new(
+            serde_json::from_value(json!({
+                "apiVersion": "l2lb.io/v1beta1", "kind": "IPAddressPool",
+                "metadata": {"name": name, "namespace": "l2lb-system", "creationTimestamp": ts, "generation": 1},
+                "spec": {"addresses": addresses},
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn no_labels(_: &str) -> Labels {
+        Labels::new()
+    }
+
+    /// Status writes as (service name, ips).
+    fn writes(actions: &[Action]) -> Vec<(String, Vec<String>)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::WriteStatus { service, ips } => Some((
+                    service.name_any(),
+                    ips.iter().map(ToString::to_string).collect(),
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Events as (service name, reason).
+    fn events(actions: &[Action]) -> Vec<(String, &'static str)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Event {
+                    service, reason, ..
+                } => Some((service.name_any(), *reason)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn note_of(actions: &[Action], want: &str) -> String {
+        actions
+            .iter()
+            .find_map(|a| match a {
+                Action::Event { reason, note, .. } if *reason == want => Some(note.clone()),
+                _ => None,
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn new_services_get_the_lowest_free_addresses_oldest_first() {
+        let mut core = Core::new(false);
+        let pools = [pool("default", 0, &["198.18.0.100-198.18.0.120"])];
+        let services = [svc("b", 2).build(), svc("a", 1).build()];
+        let actions = core.start(&services, &pools, &no_labels);
+        assert_eq!(
+            writes(&actions),
+            vec![
+                ("a".into(), vec!["198.18.0.100".into()]),
+                ("b".into(), vec!["198.18.0.101".into()])
+            ]
+        );
+        assert_eq!(
+            events(&actions),
+            vec![
+                ("a".into(), reason::IP_ALLOCATED),
+                ("b".into(), reason::IP_ALLOCATED)
+            ]
+        );
+        assert!(note_of(&actions, reason::IP_ALLOCATED).contains("pool default"));
+    }
+
+    #[test]
+    fn once_published_a_resync_writes_nothing() {
+        let mut core = Core::new(false);
+        let pools = [pool("default", 0, &["198.18.0.100-198.18.0.120"])];
+        core.start(&[svc("a", 1).build()], &pools, &no_labels);
+        let landed = svc("a", 1).published(&["198.18.0.100"]).build();
+        let key = convert::service_key(&landed);
+        assert!(core.reconcile(&key, Some(&landed), &no_labels).is_empty());
+        assert!(core.reconcile(&key, Some(&landed), &no_labels).is_empty());
+    }
+
+    #[test]
+    fn restart_keeps_every_published_address_and_writes_nothing() {
+        let mut core = Core::new(false);
+        let pools = [pool("default", 0, &["198.18.0.100-198.18.0.120"])];
+        let services = [
+            svc("a", 1).published(&["198.18.0.107"]).build(),
+            svc("b", 2).published(&["198.18.0.100"]).build(),
+        ];
+        let actions = core.start(&services, &pools, &no_labels);
+        assert!(
+            actions.is_empty(),
+            "restart must not touch Services: {actions:?}"
+        );
+        let c = svc("c", 3).build();
+        let got = core.reconcile(&convert::service_key(&c), Some(&c), &no_labels);
+        assert_eq!(
+            writes(&got),
+            vec![("c".into(), vec!["198.18.0.101".into()])]
+        );
+    }
+
+    #[test]
+    fn start_conflict_keeps_the_older_and_moves_the_younger() {
+        let mut core = Core::new(false);
+        let pools = [pool("default", 0, &["198.18.0.100-198.18.0.120"])];
+        let services = [
+            svc("young", 5).published(&["198.18.0.100"]).build(),
+            svc("old", 1).published(&["198.18.0.100"]).build(),
+        ];
+        let actions = core.start(&services, &pools, &no_labels);
+        assert_eq!(
+            writes(&actions),
+            vec![("young".into(), vec!["198.18.0.101".into()])]
+        );
+        assert!(events(&actions).contains(&("young".into(), reason::CLEAR_ASSIGNMENT)));
+        assert!(note_of(&actions, reason::CLEAR_ASSIGNMENT).contains("198.18.0.100"));
+    }
+
+    #[test]
+    fn exhaustion_is_reported_once_and_retried_when_an_address_frees() {
+        let mut core = Core::new(false);
+        let pools = [pool("tiny", 0, &["198.18.0.100/32"])];
+        let a = svc("a", 1).build();
+        let b = svc("b", 2).build();
+        let actions = core.start(&[a.clone(), b.clone()], &pools, &no_labels);
+        assert_eq!(
+            writes(&actions),
+            vec![("a".into(), vec!["198.18.0.100".into()])]
+        );
+        assert!(events(&actions).contains(&("b".into(), reason::ALLOCATION_FAILED)));
+        let kb = convert::service_key(&b);
+        assert!(
+            core.reconcile(&kb, Some(&b), &no_labels).is_empty(),
+            "no event storm on resync"
+        );
+        assert_eq!(core.pending(), vec![kb.clone()]);
+        core.reconcile(&convert::service_key(&a), None, &no_labels);
+        let got = core.reconcile(&kb, Some(&b), &no_labels);
+        assert_eq!(
+            writes(&got),
+            vec![("b".into(), vec!["198.18.0.100".into()])]
+        );
+    }
+
+    #[test]
+    fn a_service_that_stops_being_a_load_balancer_is_released_and_cleared() {
+        let mut core = Core::new(false);
+        let pools = [pool("default", 0, &["198.18.0.100-198.18.0.120"])];
+        core.start(
+            &[svc("a", 1).published(&["198.18.0.100"]).build()],
+            &pools,
+            &no_labels,
+        );
+        let changed = svc("a", 1)
+            .published(&["198.18.0.100"])
+            .spec("type", json!("ClusterIP"))
+            .build();
+        let got = core.reconcile(&convert::service_key(&changed), Some(&changed), &no_labels);
+        assert_eq!(writes(&got), vec![("a".into(), vec![])]);
+        assert_eq!(events(&got), vec![("a".into(), reason::IP_RELEASED)]);
+    }
+
+    #[test]
+    fn other_load_balancer_classes_are_never_touched() {
+        let mut core = Core::new(false);
+        let pools = [pool("default", 0, &["198.18.0.100-198.18.0.120"])];
+        let other = svc("x", 1)
+            .spec("loadBalancerClass", json!("other.io/lb"))
+            .published(&["198.18.0.100"])
+            .build();
+        assert!(
+            core.start(std::slice::from_ref(&other), &pools, &no_labels)
+                .is_empty()
+        );
+        assert!(
+            core.reconcile(&convert::service_key(&other), Some(&other), &no_labels)
+                .is_empty()
+        );
+        let mut strict = Core::new(true);
+        assert!(
+            strict
+                .start(&[svc("y", 1).build()], &pools, &no_labels)
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn removing_a_pool_moves_its_services_or_clears_them_with_an_event() {
+        let mut core = Core::new(false);
+        let a_pool = pool("a", 0, &["198.18.0.100/32"]);
+        let b_pool = pool("b", 1, &["198.18.1.100/32"]);
+        let s = svc("s", 1).published(&["198.18.0.100"]).build();
+        core.start(
+            std::slice::from_ref(&s),
+            &[a_pool.clone(), b_pool.clone()],
+            &no_labels,
+        );
+        let got = core.sync_pools(std::slice::from_ref(&s), &[b_pool], &no_labels);
+        assert_eq!(
+            writes(&got),
+            vec![("s".into(), vec!["198.18.1.100".into()])]
+        );
+        let got = core.sync_pools(std::slice::from_ref(&s), &[], &no_labels);
+        assert_eq!(writes(&got), vec![("s".into(), vec![])]);
+        assert!(events(&got).contains(&("s".into(), reason::CLEAR_ASSIGNMENT)));
+    }
+
+    #[test]
+    fn bad_annotations_are_reported_and_the_address_is_kept() {
+        let mut core = Core::new(false);
+        let pools = [pool("default", 0, &["198.18.0.100-198.18.0.120"])];
+        let s = svc("a", 1).published(&["198.18.0.100"]).build();
+        core.start(&[s], &pools, &no_labels);
+        let bad = svc("a", 1)
+            .published(&["198.18.0.100"])
+            .annotate("l2lb.io/loadBalancerIPs", "banana")
+            .build();
+        let got = core.reconcile(&convert::service_key(&bad), Some(&bad), &no_labels);
+        assert!(writes(&got).is_empty(), "the published address stays");
+        assert_eq!(events(&got), vec![("a".into(), reason::ALLOCATION_FAILED)]);
+        assert!(note_of(&got, reason::ALLOCATION_FAILED).contains("banana"));
+    }
+
+    #[test]
+    fn sharing_services_share_and_port_overlap_names_the_other_service() {
+        let mut core = Core::new(false);
+        let pools = [pool("default", 0, &["198.18.0.100-198.18.0.120"])];
+        let share = |name: &str, created, port| {
+            svc(name, created)
+                .annotate("l2lb.io/allow-shared-ip", "web")
+                .annotate("l2lb.io/loadBalancerIPs", "198.18.0.110")
+                .port(port)
+                .build()
+        };
+        let actions = core.start(
+            &[share("http", 1, 80), share("https", 2, 443)],
+            &pools,
+            &no_labels,
+        );
+        assert_eq!(
+            writes(&actions),
+            vec![
+                ("http".into(), vec!["198.18.0.110".into()]),
+                ("https".into(), vec!["198.18.0.110".into()])
+            ]
+        );
+        let clash = share("clash", 3, 80);
+        let got = core.reconcile(&convert::service_key(&clash), Some(&clash), &no_labels);
+        assert!(writes(&got).is_empty());
+        let note = note_of(&got, reason::ALLOCATION_FAILED);
+        assert!(
+            note.contains("default/http"),
+            "note must name the other Service: {note}"
+        );
+    }
+
+    #[test]
+    fn pool_status_counts_and_names_the_overlapping_pool() {
+        let mut core = Core::new(false);
+        let older = pool("first", 0, &["198.18.0.0/30"]);
+        let newer = pool("second", 5, &["198.18.0.2/31", "198.18.0.8/30"]);
+        let pools = [older, newer];
+        core.start(&[svc("a", 1).build()], &pools, &no_labels);
+        let st = core.pool_statuses(&pools);
+        assert_eq!(st["first"].assigned_ipv4, 1);
+        assert_eq!(st["first"].available_ipv4, 3);
+        let overlap = st["second"]
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Overlapping")
+            .unwrap();
+        assert_eq!(overlap.status, "True");
+        assert!(overlap.message.contains("first"));
+        let ready = st["first"]
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap();
+        assert_eq!(ready.status, "True");
+    }
+}

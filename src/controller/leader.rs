@@ -1,0 +1,128 @@
+//! Controller leadership through kube-leader-election's `LeaseLock`, with
+//! the guard its acquisition race needs.
+//!
+//! The crate takes over an expired Lease with a merge patch that carries no
+//! resourceVersion, so two standbys can both be told they won. After every
+//! acquisition we re-read the Lease and lead only if it names us; renewals
+//! re-check the holder too. What remains of the race (both read before
+//! either writes) is closed by the resourceVersion precondition on every
+//! status write.
+
+use super::metrics::Metrics;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::{Api, Client};
+use kube_leader_election::{LeaseLock, LeaseLockParams, LeaseLockResult};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// Runs the election loop for one replica.
+pub(super) struct Elector {
+    lock: LeaseLock,
+    leases: Api<Lease>,
+    lease_name: String,
+    identity: String,
+    lease_duration: Duration,
+}
+
+impl Elector {
+    pub(super) fn new(
+        client: Client,
+        namespace: &str,
+        lease_name: &str,
+        identity: &str,
+        lease_duration: Duration,
+    ) -> Self {
+        let lock = LeaseLock::new(
+            client.clone(),
+            namespace,
+            LeaseLockParams {
+                lease_name: lease_name.to_string(),
+                holder_id: identity.to_string(),
+                lease_ttl: lease_duration,
+            },
+        );
+        Self {
+            lock,
+            leases: Api::namespaced(client, namespace),
+            lease_name: lease_name.to_string(),
+            identity: identity.to_string(),
+            lease_duration,
+        }
+    }
+
+    async fn holder(&self) -> Option<String> {
+        self.leases
+            .get(&self.lease_name)
+            .await
+            .ok()
+            .and_then(|l| l.spec?.holder_identity)
+    }
+
+    /// Publishes leadership on `leader` until `stop`, then steps down if leading.
+    pub(super) async fn run(
+        self,
+        leader: watch::Sender<bool>,
+        metrics: Arc<Metrics>,
+        stop: CancellationToken,
+    ) {
+        // Renew well inside the lease so one slow request does not cost
+        // leadership; give up leadership ourselves before a standby may
+        // take over if renewals keep failing.
+        let renew_every = self.lease_duration / 4;
+        let mut last_renewed: Option<tokio::time::Instant> = None;
+        loop {
+            let attempt = tokio::time::timeout(renew_every, self.lock.try_acquire_or_renew()).await;
+            let leading_before = *leader.borrow();
+            let now_leading = match attempt {
+                Ok(Ok(LeaseLockResult::Acquired(_))) => {
+                    if leading_before
+                        || self.holder().await.as_deref() == Some(self.identity.as_str())
+                    {
+                        last_renewed = Some(tokio::time::Instant::now());
+                        true
+                    } else {
+                        tracing::warn!(identity = %self.identity, "lost the Lease acquisition race; standing by");
+                        false
+                    }
+                }
+                Ok(Ok(LeaseLockResult::NotAcquired(_))) => false,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "leader election request failed");
+                    leading_before
+                        && last_renewed
+                            .is_some_and(|t| t.elapsed() < self.lease_duration - renew_every)
+                }
+                Err(_) => {
+                    tracing::warn!("leader election request timed out");
+                    leading_before
+                        && last_renewed
+                            .is_some_and(|t| t.elapsed() < self.lease_duration - renew_every)
+                }
+            };
+            if now_leading != leading_before {
+                tracing::info!(identity = %self.identity, leading = now_leading, "leadership changed");
+                metrics.set_leader(now_leading);
+                let _ = leader.send(now_leading);
+            }
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(renew_every) => {}
+            }
+        }
+        if *leader.borrow() {
+            let _ = leader.send(false);
+            metrics.set_leader(false);
+            match tokio::time::timeout(Duration::from_secs(2), self.lock.step_down()).await {
+                Ok(Ok(())) => tracing::info!(identity = %self.identity, "stepped down"),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "could not release the Lease; a standby takes over when it expires")
+                }
+                Err(_) => tracing::warn!(
+                    "releasing the Lease timed out; a standby takes over when it expires"
+                ),
+            }
+        }
+    }
+}

@@ -1,0 +1,594 @@
+//! `l2lb controller`: hands out Service addresses from pools and publishes
+//! them in `status.loadBalancer.ingress`.
+//!
+//! Layout:
+//!
+//! ```text
+//!  watchers (Services, pools, Namespaces) ──► stores + Dirty set ──┐
+//!                                                                  ▼
+//!  leader election ──is_leader──► lead loop: Core (pure) ──Actions──► writes (bounded, RV-checked)
+//!                                                          └──────► Events, pool status (debounced)
+//! ```
+//!
+//! Replicas keep their caches warm while standing by; only the leader holds
+//! an allocator and writes. Every status write is conditional on the
+//! resourceVersion the decision was made from, so a deposed leader's late
+//! write fails with 409 instead of clobbering. It never talks to nodes or
+//! sockets; the speaker announces what this publishes.
+
+pub mod convert;
+pub mod core;
+mod leader;
+mod metrics;
+
+use crate::api::{CONTROLLER_LEASE, INSTALL_NAMESPACE, IPAddressPool};
+use crate::labels::Labels;
+use crate::telemetry::{self, Health};
+use core::{Action, Core};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Service};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use metrics::Metrics;
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use crate::ipam::ServiceKey;
+
+/// Command-line flags of `l2lb controller`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ControllerArgs {
+    /// Namespace holding pools, advertisements and the leader Lease.
+    #[arg(long, env = "L2LB_NAMESPACE", default_value = INSTALL_NAMESPACE)]
+    pub namespace: String,
+    /// Handle only Services with `spec.loadBalancerClass: l2lb.io/l2`
+    /// (by default Services with no class are handled too).
+    #[arg(long, env = "L2LB_REQUIRE_CLASS")]
+    pub require_class: bool,
+    /// This replica's identity in the leader Lease (the pod name in a cluster).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// How long a leader's Lease lasts without renewal; a standby takes over
+    /// after this when the leader dies without stepping down.
+    #[arg(long, default_value = "8s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+    /// Address for `/metrics`, `/healthz` and `/readyz`.
+    #[arg(long, env = "L2LB_METRICS_ADDR", default_value = "0.0.0.0:7472")]
+    pub metrics_addr: SocketAddr,
+    /// At most this many status writes in flight at once.
+    #[arg(long, default_value_t = 32)]
+    pub max_concurrent_writes: usize,
+}
+
+/// Parses durations like `500ms`, `4s`, `2m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map(|i| s.split_at(i))
+        .ok_or_else(|| format!("{s:?}: give a unit, e.g. 500ms, 4s or 1m"))?;
+    let n: f64 = num.parse().map_err(|_| format!("{s:?}: not a number"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// Validated controller configuration.
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    /// See [`ControllerArgs::namespace`].
+    pub namespace: String,
+    /// See [`ControllerArgs::require_class`].
+    pub require_class: bool,
+    /// See [`ControllerArgs::identity`]; defaulted to host name and pid.
+    pub identity: String,
+    /// See [`ControllerArgs::lease_duration`].
+    pub lease_duration: Duration,
+    /// Where to serve metrics; `None` disables the endpoint (tests).
+    pub metrics_addr: Option<SocketAddr>,
+    /// See [`ControllerArgs::max_concurrent_writes`].
+    pub max_concurrent_writes: usize,
+}
+
+impl ControllerArgs {
+    /// Checks the flags and fills defaults.
+    pub fn into_config(self) -> Result<ControllerConfig, ControllerError> {
+        if self.lease_duration < Duration::from_secs(2) {
+            return Err(ControllerError::Config(
+                "--lease-duration must be at least 2s".into(),
+            ));
+        }
+        if self.max_concurrent_writes == 0 {
+            return Err(ControllerError::Config(
+                "--max-concurrent-writes must be at least 1".into(),
+            ));
+        }
+        let identity = self.identity.unwrap_or_else(default_identity);
+        Ok(ControllerConfig {
+            namespace: self.namespace,
+            require_class: self.require_class,
+            identity,
+            lease_duration: self.lease_duration,
+            metrics_addr: Some(self.metrics_addr),
+            max_concurrent_writes: self.max_concurrent_writes,
+        })
+    }
+}
+
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "controller".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// Errors that end the controller.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    /// Flags do not make sense.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The metrics endpoint could not be opened.
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why binding failed.
+        source: std::io::Error,
+    },
+}
+
+/// What changed since the lead loop last looked.
+#[derive(Default)]
+struct Dirty {
+    /// Services whose object changed or disappeared.
+    services: HashSet<ServiceKey>,
+    /// Pools or namespace labels changed: every Service may be affected.
+    pools: bool,
+}
+
+/// Watch caches shared by standby and leading phases.
+#[derive(Clone)]
+struct Caches {
+    services: Store<Service>,
+    pools: Store<IPAddressPool>,
+    namespaces: Store<Namespace>,
+    dirty: Arc<Mutex<Dirty>>,
+    changed: Arc<Notify>,
+}
+
+impl Caches {
+    fn ns_labels(&self, ns: &str) -> Labels {
+        self.namespaces
+            .get(&reflector::ObjectRef::new(ns))
+            .map(|n| n.labels().clone())
+            .unwrap_or_default()
+    }
+
+    fn take_dirty(&self) -> Dirty {
+        std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    async fn wait_ready(&self) {
+        let _ = tokio::join!(
+            self.services.wait_until_ready(),
+            self.pools.wait_until_ready(),
+            self.namespaces.wait_until_ready()
+        );
+    }
+}
+
+fn spawn_watchers(client: &Client, namespace: &str, tasks: &mut JoinSet<()>) -> Caches {
+    let dirty = Arc::new(Mutex::new(Dirty::default()));
+    let changed = Arc::new(Notify::new());
+    let mark = {
+        let (dirty, changed) = (dirty.clone(), changed.clone());
+        move |f: &dyn Fn(&mut Dirty)| {
+            f(&mut dirty.lock().unwrap_or_else(|p| p.into_inner()));
+            changed.notify_one();
+        }
+    };
+
+    let (services, writer) = reflector::store();
+    let stream = reflector::reflector(
+        writer,
+        watcher(
+            Api::<Service>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff();
+    let m = mark.clone();
+    tasks.spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(
+                    watcher::Event::Apply(s)
+                    | watcher::Event::Delete(s)
+                    | watcher::Event::InitApply(s),
+                ) => {
+                    let key = convert::service_key(&s);
+                    m(&|d: &mut Dirty| {
+                        d.services.insert(key.clone());
+                    });
+                }
+                Ok(watcher::Event::InitDone) => m(&|d: &mut Dirty| d.pools = true),
+                Ok(watcher::Event::Init) => {}
+                Err(e) => tracing::warn!(error = %e, "Service watch failed; retrying"),
+            }
+        }
+    });
+
+    let (pools, writer) = reflector::store();
+    let stream = reflector::reflector(
+        writer,
+        watcher(
+            Api::<IPAddressPool>::namespaced(client.clone(), namespace),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff();
+    let m = mark.clone();
+    tasks.spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(watcher::Event::Init) => {}
+                Ok(_) => m(&|d: &mut Dirty| d.pools = true),
+                Err(e) => tracing::warn!(error = %e, "IPAddressPool watch failed; retrying"),
+            }
+        }
+    });
+
+    let (namespaces, writer) = reflector::store();
+    let stream = reflector::reflector(
+        writer,
+        watcher(
+            Api::<Namespace>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff();
+    let m = mark;
+    tasks.spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(ev) = stream.next().await {
+            match ev {
+                // Only labels matter to allocation (namespaceSelectors).
+                Ok(
+                    watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone,
+                ) => m(&|d: &mut Dirty| d.pools = true),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "Namespace watch failed; retrying"),
+            }
+        }
+    });
+
+    Caches {
+        services,
+        pools,
+        namespaces,
+        dirty,
+        changed,
+    }
+}
+
+/// Runs the controller until `shutdown` fires. On shutdown a leader steps
+/// down at once so a standby takes over without waiting for the Lease.
+pub async fn run(
+    config: ControllerConfig,
+    client: Client,
+    shutdown: CancellationToken,
+) -> Result<(), ControllerError> {
+    let mut tasks = JoinSet::new();
+    let health = Arc::new(Health::default());
+    let mut registry = prometheus_client::registry::Registry::with_prefix("l2lb");
+    let metrics = Arc::new(Metrics::register(&mut registry));
+    if let Some(addr) = config.metrics_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ControllerError::Metrics { addr, source })?;
+        tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving metrics and health");
+        tasks.spawn({
+            let (registry, health, shutdown) =
+                (Arc::new(registry), health.clone(), shutdown.clone());
+            async move {
+                if let Err(e) = telemetry::serve(listener, registry, health, shutdown).await {
+                    tracing::error!(error = %e, "metrics server stopped");
+                }
+            }
+        });
+    }
+
+    let caches = spawn_watchers(&client, &config.namespace, &mut tasks);
+    let (leader_tx, mut is_leader) = watch::channel(false);
+    let elector = leader::Elector::new(
+        client.clone(),
+        &config.namespace,
+        CONTROLLER_LEASE,
+        &config.identity,
+        config.lease_duration,
+    );
+    let elect_stop = CancellationToken::new();
+    let elect_task = tokio::spawn({
+        let stop = elect_stop.clone();
+        let metrics = metrics.clone();
+        async move { elector.run(leader_tx, metrics, stop).await }
+    });
+
+    tokio::select! {
+        _ = caches.wait_ready() => {}
+        _ = shutdown.cancelled() => {}
+    }
+    health.set_ready(true);
+    tracing::info!(identity = %config.identity, "caches synced; standing by for leadership");
+
+    while !shutdown.is_cancelled() {
+        if !*is_leader.borrow_and_update() {
+            tokio::select! {
+                _ = is_leader.changed() => continue,
+                _ = shutdown.cancelled() => break,
+            }
+        }
+        let stop_leading = CancellationToken::new();
+        let watch_stop = stop_leading.clone();
+        let mut rx = is_leader.clone();
+        let watcher_task = tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                if !*rx.borrow() {
+                    break;
+                }
+            }
+            watch_stop.cancel();
+        });
+        tracing::info!(identity = %config.identity, "leading: rebuilding allocation state from Service status");
+        let lead_token = stop_leading.clone();
+        tokio::select! {
+            _ = lead(&config, &client, &caches, &metrics, lead_token) => {}
+            _ = shutdown.cancelled() => stop_leading.cancel(),
+        }
+        watcher_task.abort();
+        tracing::info!("no longer leading");
+    }
+    // Step down (releases the Lease) before exiting.
+    elect_stop.cancel();
+    let _ = elect_task.await;
+    tasks.abort_all();
+    Ok(())
+}
+
+/// Outcome of one status write, fed back into the lead loop.
+struct WriteDone {
+    key: ServiceKey,
+    conflict: bool,
+}
+
+async fn lead(
+    config: &ControllerConfig,
+    client: &Client,
+    caches: &Caches,
+    metrics: &Arc<Metrics>,
+    stop: CancellationToken,
+) {
+    let mut core = Core::new(config.require_class);
+    let ns_labels = |ns: &str| caches.ns_labels(ns);
+    let services = caches.services.state();
+    let pools = caches.pools.state();
+    caches.take_dirty();
+    let actions = core.start(&services, &pools, &ns_labels);
+    metrics.record_state(core.allocator());
+
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "l2lb-controller".into(),
+            instance: Some(config.identity.clone()),
+        },
+    );
+    let writes = Arc::new(Semaphore::new(config.max_concurrent_writes));
+    let events = Arc::new(Semaphore::new(8));
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<WriteDone>();
+    let mut in_flight: HashSet<ServiceKey> = HashSet::new();
+    let mut deferred: HashSet<ServiceKey> = HashSet::new();
+    let mut tasks = JoinSet::new();
+    let mut pool_status_dirty = true;
+    let mut pool_tick = tokio::time::interval(Duration::from_secs(1));
+    pool_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    let dispatch = |actions: Vec<Action>,
+                    in_flight: &mut HashSet<ServiceKey>,
+                    deferred: &mut HashSet<ServiceKey>,
+                    tasks: &mut JoinSet<()>| {
+        // Collapse to the last status write per Service: it reflects the
+        // final decision of this round.
+        let mut last_write: BTreeMap<ServiceKey, (Arc<Service>, Vec<std::net::IpAddr>)> =
+            BTreeMap::new();
+        for action in actions {
+            match action {
+                Action::WriteStatus { service, ips } => {
+                    last_write.insert(convert::service_key(&service), (service, ips));
+                }
+                Action::Event {
+                    service,
+                    warning,
+                    reason,
+                    note,
+                } => {
+                    metrics.record_event(reason);
+                    let recorder = recorder.clone();
+                    let events = events.clone();
+                    tasks.spawn(async move {
+                        let Ok(_permit) = events.acquire_owned().await else { return };
+                        let ev = KubeEvent {
+                            type_: if warning { EventType::Warning } else { EventType::Normal },
+                            reason: reason.to_string(),
+                            note: Some(note),
+                            action: "Allocate".into(),
+                            secondary: None,
+                        };
+                        if let Err(e) = recorder.publish(&ev, &service.object_ref(&())).await {
+                            tracing::debug!(service = %convert::service_key(&service), error = %e, "cannot record event");
+                        }
+                    });
+                }
+            }
+        }
+        for (key, (service, ips)) in last_write {
+            if in_flight.contains(&key) {
+                // One write per Service at a time; decide again once the
+                // current one lands and the watch shows its result.
+                deferred.insert(key);
+                continue;
+            }
+            in_flight.insert(key.clone());
+            let (client, writes, done) = (client.clone(), writes.clone(), done_tx.clone());
+            tasks.spawn(async move {
+                let Ok(_permit) = writes.acquire_owned().await else { return };
+                let conflict = match write_status(&client, &service, &ips).await {
+                    Ok(()) => false,
+                    Err(kube::Error::Api(s)) if s.code == 409 => true,
+                    Err(e) => {
+                        tracing::warn!(service = %key, error = %e, "status write failed; will retry");
+                        true
+                    }
+                };
+                let _ = done.send(WriteDone { key, conflict });
+            });
+        }
+    };
+    dispatch(actions, &mut in_flight, &mut deferred, &mut tasks);
+
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = caches.changed.notified() => {}
+            Some(done) = done_rx.recv() => {
+                in_flight.remove(&done.key);
+                if done.conflict || deferred.remove(&done.key) {
+                    // Give the watch a moment to deliver the newer object.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    caches.dirty.lock().unwrap_or_else(|p| p.into_inner()).services.insert(done.key);
+                }
+            }
+            _ = pool_tick.tick() => {
+                if pool_status_dirty {
+                    pool_status_dirty = false;
+                    write_pool_statuses(client, &config.namespace, &core, &caches.pools.state()).await;
+                }
+                while tasks.try_join_next().is_some() {}
+                continue;
+            }
+        }
+        let dirty = caches.take_dirty();
+        if !dirty.pools && dirty.services.is_empty() {
+            continue;
+        }
+        let started = Instant::now();
+        let mut actions = Vec::new();
+        let mut released = false;
+        if dirty.pools {
+            actions.extend(core.sync_pools(
+                &caches.services.state(),
+                &caches.pools.state(),
+                &ns_labels,
+            ));
+        }
+        let mut keys: Vec<ServiceKey> = dirty.services.into_iter().collect();
+        keys.sort();
+        for key in &keys {
+            if in_flight.contains(key) {
+                deferred.insert(key.clone());
+                continue;
+            }
+            let obj = caches
+                .services
+                .get(&reflector::ObjectRef::new(&key.name).within(&key.namespace));
+            let held_before = core.allocator().assignment(key).is_some();
+            actions.extend(core.reconcile(key, obj.as_ref(), &ns_labels));
+            released |= held_before && core.allocator().assignment(key).is_none();
+        }
+        if released {
+            // Freed addresses may satisfy Services that were waiting.
+            for key in core.pending() {
+                let obj = caches
+                    .services
+                    .get(&reflector::ObjectRef::new(&key.name).within(&key.namespace));
+                actions.extend(core.reconcile(&key, obj.as_ref(), &ns_labels));
+            }
+        }
+        metrics.observe_reconcile(started.elapsed());
+        metrics.record_state(core.allocator());
+        pool_status_dirty = true;
+        dispatch(actions, &mut in_flight, &mut deferred, &mut tasks);
+    }
+    tasks.abort_all();
+}
+
+async fn write_status(
+    client: &Client,
+    svc: &Service,
+    ips: &[std::net::IpAddr],
+) -> Result<(), kube::Error> {
+    let api: Api<Service> = Api::namespaced(client.clone(), &svc.namespace().unwrap_or_default());
+    // resourceVersion in a merge patch is a precondition: the write fails
+    // with 409 if the Service changed since the decision was made.
+    let patch = serde_json::json!({
+        "metadata": { "resourceVersion": svc.resource_version() },
+        "status": { "loadBalancer": convert::load_balancer_status(ips) },
+    });
+    let patch = if ips.is_empty() {
+        serde_json::json!({
+            "metadata": { "resourceVersion": svc.resource_version() },
+            "status": { "loadBalancer": { "ingress": null } },
+        })
+    } else {
+        patch
+    };
+    api.patch_status(
+        &svc.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn write_pool_statuses(
+    client: &Client,
+    namespace: &str,
+    core: &Core,
+    pools: &[Arc<IPAddressPool>],
+) {
+    let api: Api<IPAddressPool> = Api::namespaced(client.clone(), namespace);
+    let now = jiff::Timestamp::now();
+    for (name, mut status) in core.pool_statuses(pools) {
+        let Some(pool) = pools.iter().find(|p| p.name_any() == name) else {
+            continue;
+        };
+        let old = pool.status.as_ref();
+        if old.is_some_and(|o| core::same_pool_status(o, &status)) {
+            continue;
+        }
+        core::stamp_conditions(&mut status, old, now);
+        let patch = serde_json::json!({ "status": status });
+        if let Err(e) = api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            tracing::warn!(pool = %name, error = %e, "cannot update pool status");
+        }
+    }
+}

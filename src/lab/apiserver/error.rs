@@ -1,0 +1,172 @@
+//! Errors of the embedded API server as Kubernetes `Status` objects.
+//!
+//! Owns the mapping from a failed request to the HTTP code, `reason` and
+//! `message` that a real API server would send, so kube-rs surfaces them as
+//! `kube::Error::Api` with the same fields. It must never decide *whether* a
+//! request fails; the store and the router do.
+
+use serde_json::{Value, json};
+
+/// A request the server refuses, rendered as a `Status` body.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{code} {reason}: {message}")]
+pub struct ApiError {
+    /// HTTP status code, repeated in the body's `code`.
+    pub code: u16,
+    /// Machine-readable reason (`NotFound`, `Conflict`, ...).
+    pub reason: &'static str,
+    /// Human-readable message, worded like the real API server's.
+    pub message: String,
+    /// `details.name`, `details.kind` and `details.group` where known.
+    pub details: Option<(String, String, String)>,
+}
+
+impl ApiError {
+    fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    fn with_details(mut self, name: &str, plural: &str, group: &str) -> Self {
+        self.details = Some((name.to_string(), plural.to_string(), group.to_string()));
+        self
+    }
+
+    /// 404: `<plural>.<group> "<name>" not found`.
+    pub fn not_found(plural: &str, group: &str, name: &str) -> Self {
+        Self::new(
+            404,
+            "NotFound",
+            format!("{} \"{name}\" not found", qualified(plural, group)),
+        )
+        .with_details(name, plural, group)
+    }
+
+    /// 404 for a path the server does not serve at all.
+    pub fn no_route(path: &str) -> Self {
+        Self::new(
+            404,
+            "NotFound",
+            format!("the server could not find the requested resource ({path})"),
+        )
+    }
+
+    /// 409 on create of an existing object.
+    pub fn already_exists(plural: &str, group: &str, name: &str) -> Self {
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!("{} \"{name}\" already exists", qualified(plural, group)),
+        )
+        .with_details(name, plural, group)
+    }
+
+    /// 409 on a write with a stale `metadata.resourceVersion` or precondition.
+    pub fn conflict(plural: &str, group: &str, name: &str) -> Self {
+        Self::new(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; \
+                 please apply your changes to the latest version and try again",
+                qualified(plural, group)
+            ),
+        )
+        .with_details(name, plural, group)
+    }
+
+    /// 422: the object fails validation (schema, CEL rules, immutable fields).
+    pub fn invalid(kind: &str, group: &str, name: &str, why: &str) -> Self {
+        let kind_q = if group.is_empty() {
+            kind.to_string()
+        } else {
+            format!("{kind}.{group}")
+        };
+        Self::new(
+            422,
+            "Invalid",
+            format!("{kind_q} \"{name}\" is invalid: {why}"),
+        )
+        .with_details(name, kind, group)
+    }
+
+    /// 400: the request body or parameters cannot be understood.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(400, "BadRequest", message)
+    }
+
+    /// 405: the verb is not supported on this path.
+    pub fn method_not_allowed(method: &str, path: &str) -> Self {
+        Self::new(
+            405,
+            "MethodNotAllowed",
+            format!(
+                "the server does not allow this method ({method}) on the requested resource ({path})"
+            ),
+        )
+    }
+
+    /// 410: a watch asked for a resourceVersion older than the kept history.
+    pub fn gone(rv: u64, oldest: u64) -> Self {
+        Self::new(
+            410,
+            "Expired",
+            format!("too old resource version: {rv} ({oldest})"),
+        )
+    }
+
+    /// 415: a patch content type the server does not know.
+    pub fn unsupported_media_type(ct: &str) -> Self {
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!("the body of the request was in an unknown format: {ct}"),
+        )
+    }
+
+    /// An injected failure with an arbitrary code (fault injection).
+    pub fn injected(code: u16) -> Self {
+        let reason = match code {
+            500 => "InternalError",
+            503 => "ServiceUnavailable",
+            504 => "Timeout",
+            429 => "TooManyRequests",
+            _ => "Unknown",
+        };
+        Self::new(code, reason, format!("injected failure (code {code})"))
+    }
+
+    /// The `Status` object a real API server would send.
+    pub fn to_status(&self) -> Value {
+        let mut s = json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        });
+        if let Some((name, kind, group)) = &self.details {
+            let mut d = json!({ "name": name, "kind": kind });
+            if !group.is_empty() {
+                d["group"] = json!(group);
+            }
+            s["details"] = d;
+        }
+        s
+    }
+}
+
+/// `services` or `ipaddresspools.l2lb.io`, as the API server names resources in messages.
+fn qualified(plural: &str, group: &str) -> String {
+    if group.is_empty() {
+        plural.to_string()
+    } else {
+        format!("{plural}.{group}")
+    }
+}

@@ -1,0 +1,101 @@
+//! `deploy/l2lb.yaml` (one file) and `deploy/kustomization.yaml` install the
+//! same objects, and the CRDs in both are the committed ones.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+/// Numbers as f64, so `0` and `0.0` (YAML emitters differ) compare equal.
+fn normalize(v: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) => n.as_f64().map(Value::from).unwrap_or(Value::Number(n)),
+        Value::Array(a) => Value::Array(a.into_iter().map(normalize).collect()),
+        Value::Object(o) => Value::Object(o.into_iter().map(|(k, v)| (k, normalize(v))).collect()),
+        other => other,
+    }
+}
+
+fn objects(text: &str) -> BTreeMap<String, serde_json::Value> {
+    serde_yaml::Deserializer::from_str(text)
+        .map(|d| normalize(serde_json::Value::deserialize(d).unwrap()))
+        .filter(|v| !v.is_null())
+        .map(|v| {
+            let key = format!(
+                "{}/{}/{}",
+                v["kind"].as_str().unwrap_or_default(),
+                v["metadata"]["namespace"].as_str().unwrap_or_default(),
+                v["metadata"]["name"].as_str().unwrap_or_default()
+            );
+            (key, v)
+        })
+        .collect()
+}
+
+#[test]
+fn rendered_manifest_matches_the_kustomization() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let rendered = objects(&std::fs::read_to_string(root.join("deploy/l2lb.yaml")).unwrap());
+    let out = match Command::new("kubectl")
+        .arg("kustomize")
+        .arg(root.join("deploy"))
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) if std::env::var_os("L2LB_REQUIRE_NETNS").is_none() => {
+            println!("SKIPPED: kubectl not available ({e}); run scripts/install-deps.sh");
+            return;
+        }
+        Err(e) => panic!("kubectl not available: {e}"),
+    };
+    assert!(
+        out.status.success(),
+        "kubectl kustomize failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kustomized = objects(&String::from_utf8(out.stdout).unwrap());
+    assert_eq!(
+        rendered.keys().collect::<Vec<_>>(),
+        kustomized.keys().collect::<Vec<_>>(),
+        "deploy/l2lb.yaml is stale: regenerate it with `kubectl kustomize deploy`"
+    );
+    for (k, v) in &kustomized {
+        assert_eq!(
+            &rendered[k], v,
+            "{k} differs between deploy/l2lb.yaml and the kustomization"
+        );
+    }
+    let crds = objects(&std::fs::read_to_string(root.join("crds/l2lb.io.yaml")).unwrap());
+    for (k, v) in crds {
+        assert_eq!(
+            rendered.get(&k),
+            Some(&v),
+            "{k} in deploy/l2lb.yaml is not the committed CRD"
+        );
+    }
+}
+
+#[test]
+fn speaker_has_no_cpu_limit_and_only_net_raw() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let all = objects(&std::fs::read_to_string(root.join("deploy/l2lb.yaml")).unwrap());
+    let ds = &all["DaemonSet/l2lb-system/l2lb-speaker"];
+    let c = &ds["spec"]["template"]["spec"]["containers"][0];
+    assert!(
+        c["resources"]["limits"]["cpu"].is_null(),
+        "CPU limits delay ARP replies (MetalLB #765)"
+    );
+    assert_eq!(
+        c["securityContext"]["capabilities"]["add"],
+        serde_json::json!(["NET_RAW"])
+    );
+    assert_eq!(
+        c["securityContext"]["capabilities"]["drop"],
+        serde_json::json!(["ALL"])
+    );
+    assert_eq!(
+        ds["spec"]["template"]["spec"]["hostNetwork"],
+        serde_json::json!(true)
+    );
+}
