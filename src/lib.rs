@@ -15,5 +15,6 @@ pub mod ipam;
 pub mod l2;
 pub mod lab;
 pub mod labels;
+pub mod speaker;
 pub mod status;
 pub mod telemetry;

@@ -1,0 +1,1041 @@
+//! The speaker's decision state: inputs in, announce/withdraw/status actions out.
+//!
+//! Owns the index built from watch events ([`Input`]), the fence on our own
+//! lease ([`Fence`]), peer liveness, and the record of what this node has
+//! told the dataplane. [`Core::decide`] turns all of that into [`Actions`].
+//! It is pure: no kube client, no clock, no sockets — `now` is passed in, so
+//! every timing rule is testable with plain `Instant`s. The async loop in
+//! `tasks` only feeds it and carries its actions out.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::ResourceExt;
+
+use super::eligibility::{
+    ClusterView, INTERFACES_ANNOTATION, NodeFacts, ServiceKey, VipPlan, eligibility,
+};
+use crate::api::{IPAddressPool, L2Advertisement, SPEAKER_LEASE_PREFIX};
+use crate::election::{self, LeaseFingerprint, Liveness};
+
+/// A change to one kind of watched object, as the watcher reports it.
+#[derive(Clone, Debug)]
+pub enum Change<K> {
+    /// Added or modified.
+    Apply(K),
+    /// Deleted.
+    Delete(K),
+    /// A complete re-list: replaces everything known of this kind.
+    Resync(Vec<K>),
+}
+
+/// Everything that can change the speaker's decision.
+// Inputs are moved once through a channel and consumed; boxing the large
+// variants would only add allocations.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// An IPAddressPool changed.
+    Pool(Change<IPAddressPool>),
+    /// An L2Advertisement changed.
+    Advertisement(Change<L2Advertisement>),
+    /// A Node changed.
+    Node(Change<Node>),
+    /// A Service changed.
+    Service(Change<Service>),
+    /// An EndpointSlice changed.
+    Slice(Change<EndpointSlice>),
+    /// A Lease in the install namespace changed (non-speaker leases are ignored).
+    Lease(Change<Lease>),
+    /// Our own lease was renewed by a request *sent* at this local time.
+    Renewed {
+        /// When the successful renewal request was sent; the fence counts from here.
+        sent_at: Instant,
+    },
+}
+
+/// Which kinds have delivered their first complete list. Until all have,
+/// the speaker announces nothing: a partial view (say, no peer leases yet)
+/// would make it believe it owns VIPs that live peers announce.
+#[derive(Clone, Copy, Debug, Default)]
+struct Synced {
+    pools: bool,
+    advertisements: bool,
+    nodes: bool,
+    services: bool,
+    slices: bool,
+    leases: bool,
+}
+
+impl Synced {
+    fn all(&self) -> bool {
+        self.pools
+            && self.advertisements
+            && self.nodes
+            && self.services
+            && self.slices
+            && self.leases
+    }
+}
+
+/// When our own lease stops protecting our announcements.
+///
+/// Peers expire us `lease_duration` after they *observe* a renewal; they
+/// observe it no earlier than we *sent* it. So counting our deadline from the
+/// send time, minus a margin for clock-rate differences and the time a
+/// withdraw takes, guarantees we stop first.
+#[derive(Clone, Debug)]
+pub struct Fence {
+    /// How long our lease protects us (the duration peers use).
+    lease_duration: Duration,
+    /// How much earlier than peers we stop.
+    fence_margin: Duration,
+    /// Send time of the last successful renewal; `None` = never renewed.
+    last_renewal_sent: Option<Instant>,
+}
+
+impl Fence {
+    /// A fence that starts closed (no renewal yet). `fence_margin` must be
+    /// below `lease_duration` (validated in the config).
+    pub fn new(lease_duration: Duration, fence_margin: Duration) -> Self {
+        Self {
+            lease_duration,
+            fence_margin,
+            last_renewal_sent: None,
+        }
+    }
+
+    /// Records a successful renewal sent at `sent_at`. Older reports are
+    /// ignored, so out-of-order completions cannot move the deadline back.
+    pub fn renewed(&mut self, sent_at: Instant) {
+        if self.last_renewal_sent.is_none_or(|t| t < sent_at) {
+            self.last_renewal_sent = Some(sent_at);
+        }
+    }
+
+    /// The instant from which we must not announce, if we ever renewed.
+    pub fn deadline(&self) -> Option<Instant> {
+        let window = self.lease_duration.saturating_sub(self.fence_margin);
+        self.last_renewal_sent.and_then(|t| t.checked_add(window))
+    }
+
+    /// Whether we must withdraw everything at `now`.
+    pub fn is_fenced(&self, now: Instant) -> bool {
+        self.deadline().is_none_or(|d| now >= d)
+    }
+}
+
+/// What the speaker must do after a decision.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Actions {
+    /// VIPs to withdraw (lost, no longer eligible, fenced, or re-announced on other interfaces).
+    pub withdraw: Vec<IpAddr>,
+    /// VIPs to announce and the interfaces to announce each on.
+    pub announce: Vec<(IpAddr, BTreeSet<String>)>,
+    /// VIPs we won but cannot announce because no interface could be
+    /// resolved, with the Services concerned.
+    pub no_interface: Vec<(IpAddr, BTreeSet<ServiceKey>)>,
+    /// Services this node now announces (newly, or with other interfaces):
+    /// write their `ServiceL2Status`.
+    pub status_upsert: Vec<(ServiceKey, BTreeSet<String>)>,
+    /// Services this node stopped announcing: delete their `ServiceL2Status`.
+    pub status_delete: Vec<ServiceKey>,
+    /// Services that just got this node as owner (one `nodeAssigned` Event each).
+    pub assigned: Vec<ServiceKey>,
+    /// VIPs whose owner (as computed here, any node) changed.
+    pub election_changes: u64,
+}
+
+impl Actions {
+    /// Whether nothing needs doing.
+    pub fn is_empty(&self) -> bool {
+        *self == Actions::default()
+    }
+}
+
+/// The timing rules of membership.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// How long a lease protects its holder without a renewal.
+    pub lease_duration: Duration,
+    /// How much earlier than its peers a node stops announcing.
+    pub fence_margin: Duration,
+    /// How long a node that just (re)joined waits before taking a VIP that
+    /// a live peer would otherwise own: the peer withdraws only once its
+    /// watch shows our lease, so announcing at once would answer twice for
+    /// the watch delay. A watch slower than this gives a short overlap; a
+    /// longer delay gives a short gap instead.
+    pub takeover_delay: Duration,
+}
+
+/// The speaker's whole decision state.
+#[derive(Debug)]
+pub struct Core {
+    /// See [`Timing::takeover_delay`].
+    takeover_delay: Duration,
+    /// When our fence last opened (we became a member again).
+    joined_at: Option<Instant>,
+    /// This node's name.
+    node: String,
+    /// Interfaces this node has (published in our lease for peers).
+    own_interfaces: Option<BTreeSet<String>>,
+    /// Interface used for advertisements that name none.
+    default_interface: Option<String>,
+    /// Watched objects.
+    view: ClusterView,
+    /// Raw Nodes' facts before interfaces from leases are merged in.
+    node_facts: BTreeMap<String, NodeFacts>,
+    /// Interfaces peers published in their leases.
+    lease_interfaces: BTreeMap<String, BTreeSet<String>>,
+    /// Peer liveness from lease changes.
+    liveness: Liveness,
+    /// Our own lease's protection.
+    fence: Fence,
+    /// Which watchers have listed once.
+    synced: Synced,
+    /// Shutting down: announce nothing more.
+    stopping: bool,
+    /// What the dataplane was told: VIP -> interfaces.
+    announced: BTreeMap<IpAddr, BTreeSet<String>>,
+    /// Services we announce (status objects we hold) -> interfaces.
+    statuses: BTreeMap<ServiceKey, BTreeSet<String>>,
+    /// Last computed owner per VIP, to count election changes.
+    owners: BTreeMap<IpAddr, Option<String>>,
+    /// Last eligibility plan, kept for Event targets (Services of a VIP).
+    plan: BTreeMap<IpAddr, VipPlan>,
+    /// A synced decision was made; the first one does not count as election changes.
+    decided_once: bool,
+}
+
+impl Core {
+    /// A core for `node`. `own_interfaces` is what this node has (and
+    /// publishes); `default_interface` serves advertisements without `interfaces`.
+    pub fn new(
+        node: impl Into<String>,
+        timing: Timing,
+        own_interfaces: Option<BTreeSet<String>>,
+        default_interface: Option<String>,
+    ) -> Self {
+        let Timing {
+            lease_duration,
+            fence_margin,
+            takeover_delay,
+        } = timing;
+        Self {
+            takeover_delay,
+            joined_at: None,
+            node: node.into(),
+            own_interfaces,
+            default_interface,
+            view: ClusterView::default(),
+            node_facts: BTreeMap::new(),
+            lease_interfaces: BTreeMap::new(),
+            liveness: Liveness::new(lease_duration),
+            fence: Fence::new(lease_duration, fence_margin),
+            synced: Synced::default(),
+            stopping: false,
+            announced: BTreeMap::new(),
+            statuses: BTreeMap::new(),
+            owners: BTreeMap::new(),
+            plan: BTreeMap::new(),
+            decided_once: false,
+        }
+    }
+
+    /// Applies one input observed at local time `now`.
+    pub fn apply(&mut self, input: Input, now: Instant) {
+        match input {
+            Input::Pool(c) => {
+                self.synced.pools |= matches!(c, Change::Resync(_));
+                apply_named(&mut self.view.pools, c, |p| p.name_any());
+            }
+            Input::Advertisement(c) => {
+                self.synced.advertisements |= matches!(c, Change::Resync(_));
+                apply_named(&mut self.view.advertisements, c, |a| a.name_any());
+            }
+            Input::Node(c) => {
+                self.synced.nodes |= matches!(c, Change::Resync(_));
+                let mut facts = std::mem::take(&mut self.node_facts);
+                apply_mapped(&mut facts, c, |n| (n.name_any(), NodeFacts::from_node(&n)));
+                self.node_facts = facts;
+            }
+            Input::Service(c) => {
+                self.synced.services |= matches!(c, Change::Resync(_));
+                apply_named(&mut self.view.services, c, |s| ServiceKey {
+                    namespace: s.namespace().unwrap_or_default(),
+                    name: s.name_any(),
+                });
+            }
+            Input::Slice(c) => {
+                self.synced.slices |= matches!(c, Change::Resync(_));
+                apply_named(&mut self.view.endpoint_slices, c, |s| {
+                    (s.namespace().unwrap_or_default(), s.name_any())
+                });
+            }
+            Input::Lease(c) => {
+                self.synced.leases |= matches!(c, Change::Resync(_));
+                self.apply_lease(c, now);
+            }
+            Input::Renewed { sent_at } => {
+                if self.fence.is_fenced(now) {
+                    self.joined_at = Some(now);
+                }
+                self.fence.renewed(sent_at);
+            }
+        }
+    }
+
+    fn apply_lease(&mut self, change: Change<Lease>, now: Instant) {
+        let node_of = |l: &Lease| {
+            l.metadata
+                .name
+                .as_deref()
+                .and_then(|n| n.strip_prefix(SPEAKER_LEASE_PREFIX))
+                .filter(|n| !n.is_empty())
+                .map(str::to_string)
+        };
+        match change {
+            Change::Apply(l) => {
+                if let Some(node) = node_of(&l) {
+                    self.observe_lease(&node, &l, now);
+                }
+            }
+            Change::Delete(l) => {
+                if let Some(node) = node_of(&l) {
+                    self.liveness.remove(&node, now);
+                    self.lease_interfaces.remove(&node);
+                }
+            }
+            Change::Resync(all) => {
+                let listed: BTreeMap<String, Lease> = all
+                    .into_iter()
+                    .filter_map(|l| Some((node_of(&l)?, l)))
+                    .collect();
+                let known: Vec<String> = self.liveness.known().map(str::to_string).collect();
+                for gone in known.iter().filter(|n| !listed.contains_key(*n)) {
+                    self.liveness.remove(gone, now);
+                    self.lease_interfaces.remove(gone);
+                }
+                for (node, l) in &listed {
+                    self.observe_lease(node, l, now);
+                }
+            }
+        }
+    }
+
+    fn observe_lease(&mut self, node: &str, lease: &Lease, now: Instant) {
+        let (fingerprint, released) = fingerprint(lease);
+        self.liveness.observe(node, fingerprint, released, now);
+        match lease.annotations().get(INTERFACES_ANNOTATION) {
+            Some(v) => {
+                self.lease_interfaces
+                    .insert(node.to_string(), NodeFacts::parse_interfaces(v));
+            }
+            None => {
+                self.lease_interfaces.remove(node);
+            }
+        }
+    }
+
+    /// Stop announcing anything (graceful shutdown); the next decision withdraws all.
+    pub fn stop(&mut self) {
+        self.stopping = true;
+    }
+
+    /// Records that announcing `vip` failed, so the next decision retries it.
+    pub fn announce_failed(&mut self, vip: IpAddr) {
+        self.announced.remove(&vip);
+    }
+
+    /// Whether every watcher has listed once.
+    pub fn synced(&self) -> bool {
+        self.synced.all()
+    }
+
+    /// Whether our own lease no longer protects us at `now`.
+    pub fn is_fenced(&self, now: Instant) -> bool {
+        self.fence.is_fenced(now)
+    }
+
+    /// VIPs currently announced by this node.
+    pub fn announced(&self) -> &BTreeMap<IpAddr, BTreeSet<String>> {
+        &self.announced
+    }
+
+    /// Services using `vip` in the last plan (targets for conflict Events).
+    pub fn services_of(&self, vip: IpAddr) -> BTreeSet<ServiceKey> {
+        self.plan
+            .get(&vip)
+            .map(|p| p.services.clone())
+            .unwrap_or_default()
+    }
+
+    /// A Service from the index (for Event object references).
+    pub fn service(&self, key: &ServiceKey) -> Option<&Service> {
+        self.view.services.get(key)
+    }
+
+    /// The next instant at which the decision may change with no new input:
+    /// a peer expiring or our fence closing.
+    pub fn next_wakeup(&self, now: Instant) -> Option<Instant> {
+        let fence = self.fence.deadline().filter(|d| *d > now);
+        let takeover = self
+            .joined_at
+            .and_then(|j| j.checked_add(self.takeover_delay))
+            .filter(|t| *t > now);
+        [self.liveness.next_expiry(now), fence, takeover]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// The nodes that may own VIPs at `now`: live peers, plus ourselves
+    /// while our lease protects us (our own lease as seen by the watch is
+    /// ignored; the fence is the stricter judge).
+    pub fn members(&self, now: Instant) -> BTreeSet<String> {
+        let mut m: BTreeSet<String> = self
+            .liveness
+            .live(now)
+            .into_keys()
+            .filter(|n| *n != self.node)
+            .collect();
+        if !self.fence.is_fenced(now) && !self.stopping {
+            m.insert(self.node.clone());
+        }
+        m
+    }
+
+    /// Recomputes owners at `now` and returns what must change. Updates the
+    /// record of what is announced on the assumption that the actions are
+    /// carried out (report failures with [`Core::announce_failed`]).
+    pub fn decide(&mut self, now: Instant) -> Actions {
+        let mut actions = Actions::default();
+        // Desired VIP -> interfaces, and Service -> interfaces.
+        let mut want: BTreeMap<IpAddr, BTreeSet<String>> = BTreeMap::new();
+        let mut want_status: BTreeMap<ServiceKey, BTreeSet<String>> = BTreeMap::new();
+        if self.synced() {
+            self.rebuild_node_facts();
+            self.plan = eligibility(&self.view);
+            let members = self.members(now);
+            let mut owners = BTreeMap::new();
+            for (vip, plan) in &self.plan {
+                let owner = election::owner(
+                    *vip,
+                    plan.nodes
+                        .keys()
+                        .map(String::as_str)
+                        .filter(|n| members.contains(*n)),
+                )
+                .map(str::to_string);
+                if self.decided_once && self.owners.get(vip).is_none_or(|o| *o != owner) {
+                    actions.election_changes += 1;
+                }
+                let holding_off = self
+                    .joined_at
+                    .and_then(|j| j.checked_add(self.takeover_delay))
+                    .is_some_and(|t| now < t);
+                let from_live_peer = || {
+                    election::owner(
+                        *vip,
+                        plan.nodes
+                            .keys()
+                            .map(String::as_str)
+                            .filter(|n| *n != self.node && members.contains(*n)),
+                    )
+                    .is_some()
+                };
+                if owner.as_deref() == Some(self.node.as_str())
+                    && !(holding_off && !self.announced.contains_key(vip) && from_live_peer())
+                {
+                    let on = &plan.nodes[&self.node];
+                    let mut ifaces = on.interfaces.clone();
+                    if on.default_interface {
+                        ifaces.extend(self.default_interface.clone());
+                    }
+                    if ifaces.is_empty() {
+                        actions.no_interface.push((*vip, plan.services.clone()));
+                    } else {
+                        for svc in &plan.services {
+                            want_status
+                                .entry(svc.clone())
+                                .or_default()
+                                .extend(ifaces.iter().cloned());
+                        }
+                        want.insert(*vip, ifaces);
+                    }
+                }
+                owners.insert(*vip, owner);
+            }
+            // VIPs that left the plan had an owner and now have none.
+            actions.election_changes += self
+                .owners
+                .iter()
+                .filter(|(v, o)| o.is_some() && !owners.contains_key(*v))
+                .count() as u64;
+            self.owners = owners;
+            self.decided_once = true;
+        }
+        if self.fence.is_fenced(now) || self.stopping {
+            want.clear();
+            want_status.clear();
+        }
+        for (vip, ifaces) in &self.announced {
+            if want.get(vip) != Some(ifaces) {
+                actions.withdraw.push(*vip);
+            }
+        }
+        for (vip, ifaces) in &want {
+            if self.announced.get(vip) != Some(ifaces) {
+                actions.announce.push((*vip, ifaces.clone()));
+            }
+        }
+        for svc in self.statuses.keys() {
+            if !want_status.contains_key(svc) {
+                actions.status_delete.push(svc.clone());
+            }
+        }
+        for (svc, ifaces) in &want_status {
+            match self.statuses.get(svc) {
+                Some(had) if had == ifaces => {}
+                Some(_) => actions.status_upsert.push((svc.clone(), ifaces.clone())),
+                None => {
+                    actions.status_upsert.push((svc.clone(), ifaces.clone()));
+                    actions.assigned.push(svc.clone());
+                }
+            }
+        }
+        self.announced = want;
+        self.statuses = want_status;
+        actions
+    }
+
+    fn rebuild_node_facts(&mut self) {
+        self.view.nodes = self
+            .node_facts
+            .iter()
+            .map(|(name, facts)| {
+                let mut f = facts.clone();
+                f.interfaces = if *name == self.node {
+                    self.own_interfaces.clone()
+                } else {
+                    self.lease_interfaces.get(name).cloned()
+                };
+                (name.clone(), f)
+            })
+            .collect();
+    }
+}
+
+/// The renewal fingerprint of a lease and whether it is released. Remote
+/// timestamps are only compared for equality (see `election::liveness`).
+pub fn fingerprint(lease: &Lease) -> (LeaseFingerprint, bool) {
+    let spec = lease.spec.clone().unwrap_or_default();
+    let holder = spec.holder_identity.unwrap_or_default();
+    let stamp = |t: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime>| {
+        t.map(|t| t.0.to_string()).unwrap_or_default()
+    };
+    let token = format!(
+        "{holder}|{}|{}|{}",
+        stamp(spec.renew_time),
+        stamp(spec.acquire_time),
+        spec.lease_transitions.unwrap_or_default()
+    );
+    let declared = spec
+        .lease_duration_seconds
+        .and_then(|s| u64::try_from(s).ok())
+        .map(Duration::from_secs);
+    let released = holder.is_empty();
+    (
+        LeaseFingerprint {
+            token,
+            declared_duration: declared,
+        },
+        released,
+    )
+}
+
+fn apply_named<K, V>(map: &mut BTreeMap<K, V>, change: Change<V>, key: impl Fn(&V) -> K)
+where
+    K: Ord,
+{
+    apply_mapped(map, change, |v| (key(&v), v));
+}
+
+fn apply_mapped<K, S, V>(map: &mut BTreeMap<K, V>, change: Change<S>, f: impl Fn(S) -> (K, V))
+where
+    K: Ord,
+{
+    match change {
+        Change::Apply(o) => {
+            let (k, v) = f(o);
+            map.insert(k, v);
+        }
+        Change::Delete(o) => {
+            let (k, _) = f(o);
+            map.remove(&k);
+        }
+        Change::Resync(all) => {
+            *map = all.into_iter().map(f).collect();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    const D: Duration = Duration::from_secs(4);
+    const MARGIN: Duration = Duration::from_secs(1);
+    const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
+    const TIMING: Timing = Timing {
+        lease_duration: D,
+        fence_margin: MARGIN,
+        takeover_delay: Duration::ZERO,
+    };
+
+    fn obj<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn lease(node: &str, holder: &str, renew: &str) -> Lease {
+        let mut spec = json!({"holderIdentity": holder, "leaseDurationSeconds": 4});
+        if !renew.is_empty() {
+            spec["renewTime"] = json!(renew);
+        }
+        obj(json!({
+            "metadata": {"name": format!("{SPEAKER_LEASE_PREFIX}{node}"), "namespace": "l2lb-system"},
+            "spec": spec
+        }))
+    }
+
+    fn service(name: &str, ip: &str) -> Service {
+        obj(json!({
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"type": "LoadBalancer"},
+            "status": {"loadBalancer": {"ingress": [{"ip": ip}]}}
+        }))
+    }
+
+    fn slice(svc: &str) -> EndpointSlice {
+        obj(json!({
+            "metadata": {"name": format!("{svc}-1"), "namespace": "default",
+                         "labels": {"kubernetes.io/service-name": svc}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.0.0.1"], "nodeName": "node-a"}]
+        }))
+    }
+
+    fn vips() -> Vec<IpAddr> {
+        (1..=30)
+            .map(|i| format!("198.18.0.{i}").parse().unwrap())
+            .collect()
+    }
+
+    /// A synced core for `me`: 3 ready nodes, one pool and advertisement,
+    /// 30 Services with one VIP each, all leases live as of `t0`.
+    fn core(me: &str, t0: Instant) -> Core {
+        core_with(me, t0, TIMING)
+    }
+
+    fn core_with(me: &str, t0: Instant, timing: Timing) -> Core {
+        let mut c = Core::new(me, timing, None, Some("eth0".into()));
+        c.apply(
+            Input::Pool(Change::Resync(vec![obj(json!({
+                "metadata": {"name": "p", "namespace": "l2lb-system"},
+                "spec": {"addresses": ["198.18.0.0/24"]}
+            }))])),
+            t0,
+        );
+        c.apply(
+            Input::Advertisement(Change::Resync(vec![obj(json!({
+                "metadata": {"name": "all", "namespace": "l2lb-system"}, "spec": {}
+            }))])),
+            t0,
+        );
+        let nodes = NODES
+            .iter()
+            .map(|n| {
+                obj(json!({"metadata": {"name": n},
+                    "status": {"conditions": [{"type": "Ready", "status": "True"}]}}))
+            })
+            .collect();
+        c.apply(Input::Node(Change::Resync(nodes)), t0);
+        let (svcs, slices) = vips()
+            .iter()
+            .enumerate()
+            .map(|(i, ip)| {
+                (
+                    service(&format!("s{i}"), &ip.to_string()),
+                    slice(&format!("s{i}")),
+                )
+            })
+            .unzip();
+        c.apply(Input::Service(Change::Resync(svcs)), t0);
+        c.apply(Input::Slice(Change::Resync(slices)), t0);
+        let leases = NODES
+            .iter()
+            .map(|n| lease(n, n, "2026-01-01T00:00:00.000000Z"))
+            .collect();
+        c.apply(Input::Lease(Change::Resync(leases)), t0);
+        c
+    }
+
+    fn owner_of(vip: IpAddr, among: &[&str]) -> String {
+        election::owner(vip, among.iter().copied())
+            .unwrap()
+            .to_string()
+    }
+
+    #[test]
+    fn nothing_before_sync_or_first_renewal() {
+        let t0 = Instant::now();
+        let mut c = Core::new("node-a", TIMING, None, Some("eth0".into()));
+        c.apply(Input::Renewed { sent_at: t0 }, t0);
+        assert!(c.decide(t0).is_empty(), "not synced");
+        let mut c = core("node-a", t0);
+        assert!(c.synced());
+        assert!(c.is_fenced(t0));
+        let a = c.decide(t0);
+        assert!(a.announce.is_empty() && a.status_upsert.is_empty());
+    }
+
+    #[test]
+    fn three_speakers_partition_the_vips_by_rendezvous() {
+        let t0 = Instant::now();
+        let mut seen: BTreeMap<IpAddr, Vec<String>> = BTreeMap::new();
+        for me in NODES {
+            let mut c = core(me, t0);
+            c.apply(Input::Renewed { sent_at: t0 }, t0);
+            let a = c.decide(t0);
+            assert!(a.withdraw.is_empty());
+            for (vip, ifaces) in a.announce {
+                assert_eq!(ifaces, BTreeSet::from(["eth0".to_string()]));
+                seen.entry(vip).or_default().push(me.to_string());
+            }
+            assert_eq!(a.assigned.len(), a.status_upsert.len());
+            // Idempotent: the same inputs again change nothing.
+            assert!(c.decide(t0).is_empty());
+        }
+        assert_eq!(seen.len(), 30);
+        for (vip, who) in seen {
+            assert_eq!(who, [owner_of(vip, &NODES)], "{vip}");
+        }
+    }
+
+    #[test]
+    fn fence_withdraws_at_deadline_and_resumes_on_renewal() {
+        let t0 = Instant::now();
+        let mut c = core("node-a", t0);
+        c.apply(Input::Renewed { sent_at: t0 }, t0);
+        let mine = c.decide(t0).announce.len();
+        assert!(mine > 0);
+        let deadline = t0 + D - MARGIN;
+        assert_eq!(c.next_wakeup(t0), Some(deadline));
+        let before = c.decide(deadline - Duration::from_nanos(1));
+        assert!(before.withdraw.is_empty());
+        let at = c.decide(deadline);
+        assert_eq!(at.withdraw.len(), mine);
+        assert_eq!(at.status_delete.len(), mine);
+        assert!(c.announced().is_empty());
+        // Peers still count us live (their expiry is later), so nobody else
+        // takes our VIPs; we resume when a renewal succeeds.
+        let t1 = deadline + Duration::from_millis(500);
+        c.apply(Input::Renewed { sent_at: t1 }, t1);
+        assert_eq!(c.decide(t1).announce.len(), mine);
+    }
+
+    #[test]
+    fn stale_renewal_report_does_not_move_the_deadline_back() {
+        let t0 = Instant::now();
+        let mut f = Fence::new(D, MARGIN);
+        assert!(f.is_fenced(t0));
+        f.renewed(t0 + Duration::from_secs(2));
+        f.renewed(t0);
+        assert_eq!(f.deadline(), Some(t0 + Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn peer_expiry_moves_only_its_vips_after_full_duration() {
+        let t0 = Instant::now();
+        let mut b = core("node-b", t0);
+        b.apply(Input::Renewed { sent_at: t0 }, t0);
+        let first: BTreeSet<IpAddr> = b.decide(t0).announce.into_iter().map(|(v, _)| v).collect();
+        // node-c keeps renewing, node-a goes silent; b renews too.
+        let step = Duration::from_secs(1);
+        let mut t = t0;
+        for i in 1..=4 {
+            t = t0 + step * i;
+            b.apply(Input::Renewed { sent_at: t }, t);
+            b.apply(
+                Input::Lease(Change::Apply(lease(
+                    "node-c",
+                    "node-c",
+                    &format!("2026-01-01T00:00:0{i}.000000Z"),
+                ))),
+                t,
+            );
+            let a = b.decide(t - Duration::from_nanos(1));
+            assert!(a.announce.is_empty(), "took over before a's lease expired");
+        }
+        assert_eq!(t, t0 + D);
+        let a = b.decide(t);
+        let gained: BTreeSet<IpAddr> = a.announce.iter().map(|(v, _)| *v).collect();
+        assert!(a.withdraw.is_empty());
+        for vip in vips() {
+            let before = owner_of(vip, &NODES);
+            let after = owner_of(vip, &["node-b", "node-c"]);
+            assert_eq!(first.contains(&vip), before == "node-b");
+            assert_eq!(
+                gained.contains(&vip),
+                before == "node-a" && after == "node-b"
+            );
+        }
+        assert!(a.election_changes > 0);
+    }
+
+    #[test]
+    fn released_lease_hands_over_at_once() {
+        let t0 = Instant::now();
+        let mut b = core("node-b", t0);
+        b.apply(Input::Renewed { sent_at: t0 }, t0);
+        b.decide(t0);
+        let t1 = t0 + Duration::from_millis(10);
+        b.apply(
+            Input::Lease(Change::Apply(lease(
+                "node-a",
+                "",
+                "2026-01-01T00:00:00.010000Z",
+            ))),
+            t1,
+        );
+        let gained: BTreeSet<IpAddr> = b.decide(t1).announce.into_iter().map(|(v, _)| v).collect();
+        let expected: BTreeSet<IpAddr> = vips()
+            .into_iter()
+            .filter(|v| {
+                owner_of(*v, &NODES) == "node-a" && owner_of(*v, &["node-b", "node-c"]) == "node-b"
+            })
+            .collect();
+        assert!(!expected.is_empty());
+        assert_eq!(gained, expected);
+        // Deleting a lease is just as immediate.
+        let mut c = core("node-c", t0);
+        c.apply(Input::Renewed { sent_at: t0 }, t0);
+        c.decide(t0);
+        c.apply(
+            Input::Lease(Change::Delete(lease("node-a", "node-a", ""))),
+            t1,
+        );
+        assert!(!c.decide(t1).announce.is_empty());
+    }
+
+    #[test]
+    fn resync_without_a_lease_removes_the_peer() {
+        let t0 = Instant::now();
+        let mut c = core("node-c", t0);
+        c.apply(Input::Renewed { sent_at: t0 }, t0);
+        c.decide(t0);
+        let leases = ["node-b", "node-c"]
+            .iter()
+            .map(|n| lease(n, n, "2026-01-01T00:00:00.000000Z"))
+            .collect();
+        c.apply(Input::Lease(Change::Resync(leases)), t0);
+        assert!(!c.members(t0).contains("node-a"));
+        assert!(c.members(t0).contains("node-b"));
+    }
+
+    #[test]
+    fn stop_withdraws_everything() {
+        let t0 = Instant::now();
+        let mut c = core("node-a", t0);
+        c.apply(Input::Renewed { sent_at: t0 }, t0);
+        let n = c.decide(t0).announce.len();
+        c.stop();
+        let a = c.decide(t0);
+        assert_eq!(a.withdraw.len(), n);
+        assert_eq!(a.status_delete.len(), n);
+        assert!(c.announced().is_empty());
+    }
+
+    #[test]
+    fn failed_announce_is_retried() {
+        let t0 = Instant::now();
+        let mut c = core("node-a", t0);
+        c.apply(Input::Renewed { sent_at: t0 }, t0);
+        let (vip, _) = c.decide(t0).announce[0].clone();
+        c.announce_failed(vip);
+        let again = c.decide(t0);
+        assert_eq!(again.announce.len(), 1);
+        assert_eq!(again.announce[0].0, vip);
+    }
+
+    #[test]
+    fn unresolved_default_interface_is_reported() {
+        let t0 = Instant::now();
+        let mut c = core("node-a", t0);
+        c.default_interface = None;
+        c.apply(Input::Renewed { sent_at: t0 }, t0);
+        let a = c.decide(t0);
+        assert!(a.announce.is_empty());
+        assert!(!a.no_interface.is_empty());
+    }
+
+    #[test]
+    fn losing_eligibility_withdraws_and_deletes_status() {
+        let t0 = Instant::now();
+        let mut c = core("node-a", t0);
+        c.apply(Input::Renewed { sent_at: t0 }, t0);
+        let a = c.decide(t0);
+        let (vip, _) = a.announce[0].clone();
+        let svc = c.services_of(vip).into_iter().next().unwrap();
+        c.apply(
+            Input::Service(Change::Delete(service(&svc.name, &vip.to_string()))),
+            t0,
+        );
+        let b = c.decide(t0);
+        assert_eq!(b.withdraw, [vip]);
+        assert_eq!(b.status_delete, [svc]);
+        assert_eq!(b.election_changes, 1);
+    }
+
+    #[test]
+    fn interfaces_published_in_leases_restrict_peers() {
+        let t0 = Instant::now();
+        let mut c = core("node-a", t0);
+        c.apply(
+            Input::Advertisement(Change::Resync(vec![obj(json!({
+                "metadata": {"name": "all", "namespace": "l2lb-system"},
+                "spec": {"interfaces": ["eth9"]}
+            }))])),
+            t0,
+        );
+        for n in ["node-b", "node-c"] {
+            let mut l = lease(n, n, "2026-01-01T00:00:00.000000Z");
+            l.metadata.annotations =
+                Some([(INTERFACES_ANNOTATION.to_string(), "eth0".to_string())].into());
+            c.apply(Input::Lease(Change::Apply(l)), t0);
+        }
+        c.own_interfaces = Some(BTreeSet::from(["eth9".to_string()]));
+        c.apply(Input::Renewed { sent_at: t0 }, t0);
+        // Only node-a has eth9, so it owns every VIP.
+        let a = c.decide(t0);
+        assert_eq!(a.announce.len(), 30);
+        assert!(
+            a.announce
+                .iter()
+                .all(|(_, i)| i == &BTreeSet::from(["eth9".to_string()]))
+        );
+    }
+
+    #[test]
+    fn rejoining_node_waits_before_taking_from_live_peers() {
+        let t0 = Instant::now();
+        let delay = Duration::from_millis(300);
+        let mut a = core_with(
+            "node-a",
+            t0,
+            Timing {
+                takeover_delay: delay,
+                ..TIMING
+            },
+        );
+        // node-b and node-c are live; node-a's own lease is stale, so it joins now.
+        a.apply(Input::Renewed { sent_at: t0 }, t0);
+        assert!(a.decide(t0).announce.is_empty());
+        assert_eq!(a.next_wakeup(t0), Some(t0 + delay));
+        let mine = vips()
+            .into_iter()
+            .filter(|v| owner_of(*v, &NODES) == "node-a")
+            .count();
+        assert_eq!(a.decide(t0 + delay).announce.len(), mine);
+        // With no live peer to take over from, there is nothing to wait for.
+        let mut lone = core_with(
+            "node-a",
+            t0,
+            Timing {
+                takeover_delay: delay,
+                ..TIMING
+            },
+        );
+        for n in ["node-b", "node-c"] {
+            lone.apply(Input::Lease(Change::Delete(lease(n, n, ""))), t0);
+        }
+        lone.apply(Input::Renewed { sent_at: t0 }, t0);
+        assert_eq!(lone.decide(t0).announce.len(), 30);
+    }
+
+    proptest! {
+        // Each case replays up to 30 s of a 3-node cluster; 500 keep the run short.
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        /// Whatever the renewal outcomes and watch delays, node-a has stopped
+        /// announcing before node-b considers it dead: the two never announce
+        /// the same VIP at the same instant, as long as watch delays stay
+        /// below the takeover delay.
+        #[test]
+        fn fenced_before_peer_takes_over(
+            outcomes in prop::collection::vec((any::<bool>(), 0u64..900), 1..20),
+            probe_ms in prop::collection::vec(0u64..30_000, 20),
+        ) {
+            let t0 = Instant::now();
+            let mut a = core_with("node-a", t0, Timing { takeover_delay: Duration::from_secs(1), ..TIMING });
+            let mut b = core("node-b", t0);
+            // node-c is gone; node-b always renews.
+            let mut events: Vec<(Instant, u8, Option<String>)> = Vec::new();
+            for (i, (ok, delay)) in outcomes.iter().enumerate() {
+                let sent = t0 + Duration::from_secs(i as u64);
+                if *ok {
+                    // a's renewal succeeds: a learns at sent + delay/2, b observes at sent + delay.
+                    events.push((sent + Duration::from_millis(delay / 2), 0, None));
+                    events.push((sent + Duration::from_millis(*delay), 1, Some(format!("2026-01-01T00:00:{i:02}.000000Z"))));
+                }
+            }
+            for ms in &probe_ms {
+                events.push((t0 + Duration::from_millis(*ms), 2, None));
+            }
+            events.sort_by_key(|e| (e.0, e.1));
+            let renewals: Vec<Instant> = outcomes.iter().enumerate()
+                .filter(|(_, (ok, _))| *ok)
+                .map(|(i, _)| t0 + Duration::from_secs(i as u64))
+                .collect();
+            let mut learned = 0usize;
+            let check = |a: &Core, b: &Core, at: Instant| -> Result<(), TestCaseError> {
+                for vip in a.announced().keys() {
+                    prop_assert!(!b.announced().contains_key(vip), "{vip} announced twice at {:?}", at - t0);
+                }
+                Ok(())
+            };
+            let mut now = t0;
+            for (at, kind, token) in events {
+                // Like the speaker loop: decide at every wakeup either core asks for.
+                while let Some(w) = [a.next_wakeup(now), b.next_wakeup(now)].into_iter().flatten().min().filter(|w| *w < at) {
+                    now = w;
+                    a.decide(now);
+                    b.decide(now);
+                    check(&a, &b, now)?;
+                }
+                now = at;
+                match kind {
+                    0 => {
+                        a.apply(Input::Renewed { sent_at: renewals[learned] }, at);
+                        learned += 1;
+                    }
+                    1 => b.apply(Input::Lease(Change::Apply(lease("node-a", "node-a", token.as_deref().unwrap_or_default()))), at),
+                    _ => {}
+                }
+                b.apply(Input::Renewed { sent_at: at }, at);
+                let since = at - t0;
+                let stamp = format!("2026-01-01T00:{:02}:{:02}.{:06}Z", since.as_secs() / 60, since.as_secs() % 60, since.subsec_micros());
+                a.apply(Input::Lease(Change::Apply(lease("node-b", "node-b", &stamp))), at);
+                a.decide(at);
+                b.decide(at);
+                check(&a, &b, at)?;
+            }
+        }
+    }
+}

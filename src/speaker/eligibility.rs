@@ -1,0 +1,867 @@
+//! Which nodes may announce each VIP, and on which interfaces.
+//!
+//! Owns the eligibility rules of DESIGN.md step 4: pool advertised by an
+//! `L2Advertisement` whose pool, Service and node selectors match; node Ready,
+//! not `NetworkUnavailable`, not excluded by label; node has the
+//! advertisement's interface; for `externalTrafficPolicy: Local` the node has
+//! a ready (or serving) endpoint; a Service with no usable endpoint anywhere
+//! is not announced.
+//!
+//! Pure: takes a snapshot of cluster objects ([`ClusterView`]) and returns a
+//! plan. It must never call the API server, read the clock or touch sockets;
+//! every speaker evaluates it on the same snapshot and must agree.
+//!
+//! Interfaces of peers: each speaker publishes its interface names in its
+//! membership Lease (annotation [`INTERFACES_ANNOTATION`]), so every speaker
+//! can evaluate the `interfaces` rule for every node identically. A node whose
+//! list is unknown (annotation missing, e.g. an older speaker) is assumed to
+//! have every interface: it then announces on the advertisement's interfaces
+//! that exist and the VIP is not left unannounced because of missing data.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use crate::api::{
+    ALLOCATED_FROM_POOL_ANNOTATION, EXCLUDE_LB_LABEL, IPAddressPool, L2Advertisement,
+};
+use crate::api::{LOAD_BALANCER_CLASS, selectors};
+use crate::labels::{Labels, Selector};
+
+/// Lease annotation where a speaker publishes its interface names (comma-separated).
+pub const INTERFACES_ANNOTATION: &str = "l2lb.io/interfaces";
+/// EndpointSlice label naming the Service the slice belongs to.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// A Service's identity.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServiceKey {
+    /// Namespace of the Service.
+    pub namespace: String,
+    /// Name of the Service.
+    pub name: String,
+}
+
+impl std::fmt::Display for ServiceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// What eligibility needs to know about a node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeFacts {
+    /// The Node's labels (for `nodeSelectors` and the exclusion label).
+    pub labels: Labels,
+    /// The `Ready` condition is `True`.
+    pub ready: bool,
+    /// The `NetworkUnavailable` condition is `True`.
+    pub network_unavailable: bool,
+    /// Interface names the node's speaker published; `None` = unknown, assume any.
+    pub interfaces: Option<BTreeSet<String>>,
+}
+
+impl NodeFacts {
+    /// Facts from a Node object; interfaces are unknown until set from the lease.
+    pub fn from_node(node: &Node) -> Self {
+        let conditions = node
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_deref())
+            .unwrap_or_default();
+        let is_true = |t: &str| {
+            conditions
+                .iter()
+                .any(|c| c.type_ == t && c.status == "True")
+        };
+        Self {
+            labels: node.metadata.labels.clone().unwrap_or_default(),
+            ready: is_true("Ready"),
+            network_unavailable: is_true("NetworkUnavailable"),
+            interfaces: None,
+        }
+    }
+
+    /// Parses the [`INTERFACES_ANNOTATION`] value (comma-separated names).
+    pub fn parse_interfaces(value: &str) -> BTreeSet<String> {
+        value
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// A snapshot of everything eligibility depends on, kept current by the
+/// speaker's watchers.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterView {
+    /// IPAddressPools by name (install namespace only).
+    pub pools: BTreeMap<String, IPAddressPool>,
+    /// L2Advertisements by name (install namespace only).
+    pub advertisements: BTreeMap<String, L2Advertisement>,
+    /// Nodes by name.
+    pub nodes: BTreeMap<String, NodeFacts>,
+    /// Services by key.
+    pub services: BTreeMap<ServiceKey, Service>,
+    /// EndpointSlices by (namespace, slice name).
+    pub endpoint_slices: BTreeMap<(String, String), EndpointSlice>,
+}
+
+/// Where a node would announce a VIP.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AnnounceOn {
+    /// An advertisement without `interfaces` applies: announce on the node's
+    /// default interface (the speaker resolves which one that is).
+    pub default_interface: bool,
+    /// Interfaces named by advertisements that the node has.
+    pub interfaces: BTreeSet<String>,
+}
+
+impl AnnounceOn {
+    fn merge(&mut self, other: &AnnounceOn) {
+        self.default_interface |= other.default_interface;
+        self.interfaces.extend(other.interfaces.iter().cloned());
+    }
+
+    fn is_empty(&self) -> bool {
+        !self.default_interface && self.interfaces.is_empty()
+    }
+}
+
+/// The eligibility of one VIP.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VipPlan {
+    /// Services that use this VIP and are announceable (several when shared).
+    pub services: BTreeSet<ServiceKey>,
+    /// Eligible nodes and where each would announce.
+    pub nodes: BTreeMap<String, AnnounceOn>,
+}
+
+/// The eligibility of every announceable VIP. VIPs with no eligible node are
+/// present with an empty `nodes` map, so callers can report them.
+pub fn eligibility(view: &ClusterView) -> BTreeMap<IpAddr, VipPlan> {
+    let ads: Vec<CompiledAd<'_>> = view
+        .advertisements
+        .values()
+        .filter_map(CompiledAd::compile)
+        .collect();
+    let endpoints = usable_endpoints(view);
+    let mut out: BTreeMap<IpAddr, VipPlan> = BTreeMap::new();
+    for (key, svc) in &view.services {
+        if !is_ours(svc) {
+            continue;
+        }
+        // A Service with no usable endpoint anywhere is not announced.
+        let Some(endpoint_nodes) = endpoints.get(key) else {
+            continue;
+        };
+        let local = svc
+            .spec
+            .as_ref()
+            .and_then(|s| s.external_traffic_policy.as_deref())
+            == Some("Local");
+        let svc_labels = svc.metadata.labels.clone().unwrap_or_default();
+        for vip in ingress_ips(svc) {
+            let Some(pool) = pool_of(view, svc, vip) else {
+                continue;
+            };
+            let pool_labels = pool.metadata.labels.clone().unwrap_or_default();
+            let pool_name = pool.metadata.name.as_deref().unwrap_or_default();
+            let mut nodes: BTreeMap<String, AnnounceOn> = BTreeMap::new();
+            let mut advertised = false;
+            for ad in ads.iter().filter(|a| {
+                a.selects_pool(pool_name, &pool_labels) && a.selects_service(&svc_labels)
+            }) {
+                advertised = true;
+                for (node, facts) in &view.nodes {
+                    if !node_usable(facts) || (local && !endpoint_nodes.contains(node)) {
+                        continue;
+                    }
+                    if let Some(on) = ad.on_node(facts) {
+                        nodes.entry(node.clone()).or_default().merge(&on);
+                    }
+                }
+            }
+            if !advertised {
+                continue;
+            }
+            let plan = out.entry(vip).or_default();
+            if plan.services.is_empty() {
+                plan.nodes = nodes;
+            } else {
+                // A shared IP has one owner, which must be able to serve every
+                // Service on it: keep the nodes eligible for all of them.
+                plan.nodes.retain(|n, on| match nodes.get(n) {
+                    Some(more) => {
+                        on.merge(more);
+                        true
+                    }
+                    None => false,
+                });
+            }
+            plan.services.insert(key.clone());
+        }
+    }
+    out
+}
+
+/// A node may announce anything at all.
+fn node_usable(facts: &NodeFacts) -> bool {
+    facts.ready && !facts.network_unavailable && !facts.labels.contains_key(EXCLUDE_LB_LABEL)
+}
+
+/// The Service is a LoadBalancer of our class (or of no class).
+fn is_ours(svc: &Service) -> bool {
+    let Some(spec) = svc.spec.as_ref() else {
+        return false;
+    };
+    spec.type_.as_deref() == Some("LoadBalancer")
+        && spec
+            .load_balancer_class
+            .as_deref()
+            .is_none_or(|c| c == LOAD_BALANCER_CLASS)
+}
+
+/// The Service's VIPs from `status.loadBalancer.ingress[].ip`.
+pub fn ingress_ips(svc: &Service) -> Vec<IpAddr> {
+    svc.status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_deref())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|i| i.ip.as_deref()?.parse().ok())
+        .collect()
+}
+
+/// The pool a VIP came from: the pool the controller recorded in the
+/// Service's annotation if it exists, otherwise the first pool (by name)
+/// whose addresses contain the VIP.
+fn pool_of<'a>(view: &'a ClusterView, svc: &Service, vip: IpAddr) -> Option<&'a IPAddressPool> {
+    let annotated = svc
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ALLOCATED_FROM_POOL_ANNOTATION))
+        .and_then(|name| view.pools.get(name));
+    annotated.or_else(|| {
+        view.pools
+            .values()
+            .find(|p| p.spec.addresses.iter().any(|a| address_contains(a, vip)))
+    })
+}
+
+/// Whether one `spec.addresses` entry (CIDR, single IP or `first-last`)
+/// contains `ip`. Unparsable entries contain nothing.
+pub fn address_contains(entry: &str, ip: IpAddr) -> bool {
+    let entry = entry.trim();
+    if let Some((first, last)) = entry.split_once('-') {
+        let (Ok(first), Ok(last)) = (
+            first.trim().parse::<IpAddr>(),
+            last.trim().parse::<IpAddr>(),
+        ) else {
+            return false;
+        };
+        return match (first, last, ip) {
+            (IpAddr::V4(f), IpAddr::V4(l), IpAddr::V4(i)) => f <= i && i <= l,
+            (IpAddr::V6(f), IpAddr::V6(l), IpAddr::V6(i)) => f <= i && i <= l,
+            _ => false,
+        };
+    }
+    if let Some((addr, len)) = entry.split_once('/') {
+        let (Ok(addr), Ok(len)) = (addr.parse::<IpAddr>(), len.parse::<u32>()) else {
+            return false;
+        };
+        return match (addr, ip) {
+            (IpAddr::V4(a), IpAddr::V4(i)) if len <= 32 => {
+                let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+                u32::from(a) & mask == u32::from(i) & mask
+            }
+            (IpAddr::V6(a), IpAddr::V6(i)) if len <= 128 => {
+                let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+                u128::from(a) & mask == u128::from(i) & mask
+            }
+            _ => false,
+        };
+    }
+    entry.parse::<IpAddr>() == Ok(ip)
+}
+
+/// Nodes with a ready (or serving) endpoint, per Service that has any.
+fn usable_endpoints(view: &ClusterView) -> BTreeMap<ServiceKey, BTreeSet<String>> {
+    let mut out: BTreeMap<ServiceKey, BTreeSet<String>> = BTreeMap::new();
+    for ((namespace, _), slice) in &view.endpoint_slices {
+        let Some(svc) = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(SERVICE_NAME_LABEL))
+        else {
+            continue;
+        };
+        for ep in &slice.endpoints {
+            let cond = ep.conditions.as_ref();
+            // Kubernetes: a nil `ready` means ready; `serving` covers
+            // terminating endpoints that still take traffic.
+            let ready = cond.and_then(|c| c.ready).unwrap_or(true);
+            let serving = cond.and_then(|c| c.serving) == Some(true);
+            if !(ready || serving) {
+                continue;
+            }
+            let nodes = out
+                .entry(ServiceKey {
+                    namespace: namespace.clone(),
+                    name: svc.clone(),
+                })
+                .or_default();
+            // An endpoint without a node still makes the Service announceable
+            // (Cluster policy); it just makes no node eligible under Local.
+            if let Some(n) = &ep.node_name {
+                nodes.insert(n.clone());
+            }
+        }
+    }
+    out
+}
+
+/// An advertisement with its selectors converted once.
+struct CompiledAd<'a> {
+    ad: &'a L2Advertisement,
+    pool_selectors: Vec<Selector>,
+    service_selectors: Vec<Selector>,
+    node_selectors: Vec<Selector>,
+}
+
+impl<'a> CompiledAd<'a> {
+    /// Converts the selectors; an advertisement with an invalid selector
+    /// advertises nothing (the API server's schema should have refused it,
+    /// and announcing too widely is the worse failure).
+    fn compile(ad: &'a L2Advertisement) -> Option<Self> {
+        Some(Self {
+            ad,
+            pool_selectors: selectors(&ad.spec.ip_address_pool_selectors).ok()?,
+            service_selectors: selectors(&ad.spec.service_selectors).ok()?,
+            node_selectors: selectors(&ad.spec.node_selectors).ok()?,
+        })
+    }
+
+    fn selects_pool(&self, name: &str, labels: &Labels) -> bool {
+        let by_name = &self.ad.spec.ip_address_pools;
+        (by_name.is_empty() && self.pool_selectors.is_empty())
+            || by_name.iter().any(|n| n == name)
+            || self.pool_selectors.iter().any(|s| s.matches(labels))
+    }
+
+    fn selects_service(&self, labels: &Labels) -> bool {
+        self.service_selectors.is_empty()
+            || self.service_selectors.iter().any(|s| s.matches(labels))
+    }
+
+    /// Where this advertisement makes `node` announce, or `None` if it does not apply.
+    fn on_node(&self, node: &NodeFacts) -> Option<AnnounceOn> {
+        if !(self.node_selectors.is_empty()
+            || self.node_selectors.iter().any(|s| s.matches(&node.labels)))
+        {
+            return None;
+        }
+        let wanted = &self.ad.spec.interfaces;
+        if wanted.is_empty() {
+            return Some(AnnounceOn {
+                default_interface: true,
+                interfaces: BTreeSet::new(),
+            });
+        }
+        let on = AnnounceOn {
+            default_interface: false,
+            interfaces: wanted
+                .iter()
+                .filter(|i| {
+                    node.interfaces
+                        .as_ref()
+                        .is_none_or(|have| have.contains(*i))
+                })
+                .cloned()
+                .collect(),
+        };
+        (!on.is_empty()).then_some(on)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn key(ns: &str, name: &str) -> ServiceKey {
+        ServiceKey {
+            namespace: ns.into(),
+            name: name.into(),
+        }
+    }
+
+    fn ready_node(labels: &[(&str, &str)]) -> NodeFacts {
+        NodeFacts {
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ready: true,
+            network_unavailable: false,
+            interfaces: None,
+        }
+    }
+
+    fn pool(name: &str, addresses: &[&str], labels: serde_json::Value) -> IPAddressPool {
+        serde_json::from_value(json!({
+            "apiVersion": "l2lb.io/v1beta1", "kind": "IPAddressPool",
+            "metadata": {"name": name, "namespace": "l2lb-system", "labels": labels},
+            "spec": {"addresses": addresses}
+        }))
+        .unwrap()
+    }
+
+    fn ad(name: &str, spec: serde_json::Value) -> L2Advertisement {
+        serde_json::from_value(json!({
+            "apiVersion": "l2lb.io/v1beta1", "kind": "L2Advertisement",
+            "metadata": {"name": name, "namespace": "l2lb-system"},
+            "spec": spec
+        }))
+        .unwrap()
+    }
+
+    fn service(name: &str, ips: &[&str], extra: serde_json::Value) -> Service {
+        let mut v = json!({
+            "metadata": {"name": name, "namespace": "default", "labels": {"app": name}},
+            "spec": {"type": "LoadBalancer"},
+            "status": {"loadBalancer": {"ingress": ips.iter().map(|ip| json!({"ip": ip})).collect::<Vec<_>>()}}
+        });
+        merge(&mut v, extra);
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn merge(a: &mut serde_json::Value, b: serde_json::Value) {
+        json_patch::merge(a, &b);
+    }
+
+    fn slice(svc: &str, name: &str, eps: serde_json::Value) -> EndpointSlice {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "default", "labels": {SERVICE_NAME_LABEL: svc}},
+            "addressType": "IPv4",
+            "endpoints": eps
+        }))
+        .unwrap()
+    }
+
+    /// Three ready nodes, one pool, one all-pools advertisement, one Cluster
+    /// Service `web` on 198.18.0.10 with a ready endpoint on node-a.
+    fn base() -> ClusterView {
+        let mut v = ClusterView::default();
+        v.pools.insert(
+            "p".into(),
+            pool(
+                "p",
+                &["198.18.0.0/24", "fd00:198:18::/64"],
+                json!({"tier": "gold"}),
+            ),
+        );
+        v.advertisements.insert("all".into(), ad("all", json!({})));
+        for n in ["node-a", "node-b", "node-c"] {
+            v.nodes.insert(n.into(), ready_node(&[("zone", n)]));
+        }
+        v.services.insert(
+            key("default", "web"),
+            service("web", &["198.18.0.10"], json!({})),
+        );
+        v.endpoint_slices.insert(
+            ("default".into(), "web-1".into()),
+            slice(
+                "web",
+                "web-1",
+                json!([{"addresses": ["10.0.0.1"], "nodeName": "node-a"}]),
+            ),
+        );
+        v
+    }
+
+    fn vip() -> IpAddr {
+        "198.18.0.10".parse().unwrap()
+    }
+
+    fn eligible(v: &ClusterView) -> Vec<String> {
+        eligibility(v)
+            .get(&vip())
+            .map(|p| p.nodes.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn all_ready_nodes_eligible_on_default_interface() {
+        let plan = eligibility(&base());
+        let p = &plan[&vip()];
+        assert_eq!(p.services, BTreeSet::from([key("default", "web")]));
+        assert_eq!(p.nodes.len(), 3);
+        assert!(
+            p.nodes
+                .values()
+                .all(|on| on.default_interface && on.interfaces.is_empty())
+        );
+    }
+
+    #[test]
+    fn not_ready_network_unavailable_and_excluded_nodes_are_not_eligible() {
+        let mut v = base();
+        v.nodes.get_mut("node-a").unwrap().ready = false;
+        v.nodes.get_mut("node-b").unwrap().network_unavailable = true;
+        assert_eq!(eligible(&v), ["node-c"]);
+        v.nodes
+            .get_mut("node-c")
+            .unwrap()
+            .labels
+            .insert(EXCLUDE_LB_LABEL.into(), "".into());
+        assert!(eligible(&v).is_empty());
+    }
+
+    #[test]
+    fn node_facts_from_node_conditions() {
+        let node: Node = serde_json::from_value(json!({
+            "metadata": {"name": "n", "labels": {"a": "b"}},
+            "status": {"conditions": [
+                {"type": "Ready", "status": "True"},
+                {"type": "NetworkUnavailable", "status": "True"}
+            ]}
+        }))
+        .unwrap();
+        let f = NodeFacts::from_node(&node);
+        assert!(f.ready && f.network_unavailable);
+        assert_eq!(f.labels["a"], "b");
+        let unknown: Node = serde_json::from_value(json!({"metadata": {"name": "n"},
+            "status": {"conditions": [{"type": "Ready", "status": "Unknown"}]}}))
+        .unwrap();
+        assert!(!NodeFacts::from_node(&unknown).ready);
+    }
+
+    #[test]
+    fn node_selectors_restrict() {
+        let mut v = base();
+        v.advertisements.insert(
+            "all".into(),
+            ad(
+                "all",
+                json!({"nodeSelectors": [
+                    {"matchLabels": {"zone": "node-b"}},
+                    {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["node-c"]}]}
+                ]}),
+            ),
+        );
+        assert_eq!(eligible(&v), ["node-b", "node-c"]);
+    }
+
+    #[test]
+    fn pool_must_be_advertised_by_name_or_selector() {
+        let mut v = base();
+        v.advertisements.insert(
+            "all".into(),
+            ad("all", json!({"ipAddressPools": ["other"]})),
+        );
+        assert!(eligibility(&v).is_empty(), "pool not advertised");
+        v.advertisements
+            .insert("all".into(), ad("all", json!({"ipAddressPools": ["p"]})));
+        assert_eq!(eligible(&v).len(), 3);
+        v.advertisements.insert(
+            "all".into(),
+            ad(
+                "all",
+                json!({"ipAddressPoolSelectors": [{"matchLabels": {"tier": "silver"}}]}),
+            ),
+        );
+        assert!(eligibility(&v).is_empty());
+        v.advertisements.insert(
+            "all".into(),
+            ad(
+                "all",
+                json!({"ipAddressPoolSelectors": [{"matchLabels": {"tier": "gold"}}]}),
+            ),
+        );
+        assert_eq!(eligible(&v).len(), 3);
+        v.advertisements.clear();
+        assert!(
+            eligibility(&v).is_empty(),
+            "no advertisement, nothing announced"
+        );
+    }
+
+    #[test]
+    fn service_selectors_restrict() {
+        let mut v = base();
+        v.advertisements.insert(
+            "all".into(),
+            ad(
+                "all",
+                json!({"serviceSelectors": [{"matchLabels": {"app": "db"}}]}),
+            ),
+        );
+        assert!(eligibility(&v).is_empty());
+        v.advertisements.insert(
+            "all".into(),
+            ad(
+                "all",
+                json!({"serviceSelectors": [{"matchLabels": {"app": "web"}}]}),
+            ),
+        );
+        assert_eq!(eligible(&v).len(), 3);
+    }
+
+    #[test]
+    fn advertisements_union_per_node() {
+        let mut v = base();
+        v.advertisements.insert(
+            "all".into(),
+            ad(
+                "all",
+                json!({"nodeSelectors": [{"matchLabels": {"zone": "node-a"}}]}),
+            ),
+        );
+        v.advertisements.insert(
+            "b".into(),
+            ad("b", json!({"nodeSelectors": [{"matchLabels": {"zone": "node-b"}}], "interfaces": ["eth1"]})),
+        );
+        let plan = eligibility(&v);
+        let p = &plan[&vip()];
+        assert!(p.nodes["node-a"].default_interface);
+        assert_eq!(
+            p.nodes["node-b"].interfaces,
+            BTreeSet::from(["eth1".to_string()])
+        );
+        assert!(!p.nodes["node-b"].default_interface);
+        assert!(!p.nodes.contains_key("node-c"));
+    }
+
+    #[test]
+    fn interfaces_require_the_node_to_have_one() {
+        let mut v = base();
+        v.advertisements.insert(
+            "all".into(),
+            ad("all", json!({"interfaces": ["eth1", "eth2"]})),
+        );
+        v.nodes.get_mut("node-a").unwrap().interfaces = Some(BTreeSet::from(["eth0".into()]));
+        v.nodes.get_mut("node-b").unwrap().interfaces =
+            Some(BTreeSet::from(["eth0".into(), "eth2".into()]));
+        // node-c: unknown list, assumed to have them.
+        let plan = eligibility(&v);
+        let p = &plan[&vip()];
+        assert!(!p.nodes.contains_key("node-a"));
+        assert_eq!(
+            p.nodes["node-b"].interfaces,
+            BTreeSet::from(["eth2".to_string()])
+        );
+        assert_eq!(p.nodes["node-c"].interfaces.len(), 2);
+    }
+
+    #[test]
+    fn no_usable_endpoint_means_not_announced() {
+        let mut v = base();
+        v.endpoint_slices.insert(
+            ("default".into(), "web-1".into()),
+            slice("web", "web-1", json!([{"addresses": ["10.0.0.1"], "nodeName": "node-a", "conditions": {"ready": false}}])),
+        );
+        assert!(eligibility(&v).is_empty());
+        v.endpoint_slices.clear();
+        assert!(eligibility(&v).is_empty());
+        // Terminating but still serving counts.
+        v.endpoint_slices.insert(
+            ("default".into(), "web-1".into()),
+            slice(
+                "web",
+                "web-1",
+                json!([{"addresses": ["10.0.0.1"], "nodeName": "node-a",
+                "conditions": {"ready": false, "serving": true, "terminating": true}}]),
+            ),
+        );
+        assert_eq!(eligible(&v).len(), 3);
+    }
+
+    #[test]
+    fn endpoint_slices_match_by_namespace_and_label() {
+        let mut v = base();
+        v.endpoint_slices.clear();
+        let mut other_ns = slice(
+            "web",
+            "web-x",
+            json!([{"addresses": ["10.0.0.1"], "nodeName": "node-a"}]),
+        );
+        other_ns.metadata.namespace = Some("other".into());
+        v.endpoint_slices
+            .insert(("other".into(), "web-x".into()), other_ns);
+        v.endpoint_slices.insert(
+            ("default".into(), "db-1".into()),
+            slice(
+                "db",
+                "db-1",
+                json!([{"addresses": ["10.0.0.1"], "nodeName": "node-a"}]),
+            ),
+        );
+        assert!(eligibility(&v).is_empty());
+    }
+
+    #[test]
+    fn local_policy_needs_endpoint_on_node() {
+        let mut v = base();
+        v.services.insert(
+            key("default", "web"),
+            service(
+                "web",
+                &["198.18.0.10"],
+                json!({"spec": {"externalTrafficPolicy": "Local"}}),
+            ),
+        );
+        assert_eq!(eligible(&v), ["node-a"]);
+        v.endpoint_slices.insert(
+            ("default".into(), "web-2".into()),
+            slice("web", "web-2", json!([
+                {"addresses": ["10.0.0.2"], "nodeName": "node-c"},
+                {"addresses": ["10.0.0.3"], "nodeName": "node-b", "conditions": {"ready": false}}
+            ])),
+        );
+        assert_eq!(eligible(&v), ["node-a", "node-c"]);
+    }
+
+    #[test]
+    fn other_classes_and_types_are_ignored() {
+        let mut v = base();
+        v.services.insert(
+            key("default", "web"),
+            service(
+                "web",
+                &["198.18.0.10"],
+                json!({"spec": {"loadBalancerClass": "other.io/lb"}}),
+            ),
+        );
+        assert!(eligibility(&v).is_empty());
+        v.services.insert(
+            key("default", "web"),
+            service(
+                "web",
+                &["198.18.0.10"],
+                json!({"spec": {"loadBalancerClass": LOAD_BALANCER_CLASS}}),
+            ),
+        );
+        assert_eq!(eligible(&v).len(), 3);
+        v.services.insert(
+            key("default", "web"),
+            service(
+                "web",
+                &["198.18.0.10"],
+                json!({"spec": {"type": "ClusterIP"}}),
+            ),
+        );
+        assert!(eligibility(&v).is_empty());
+    }
+
+    #[test]
+    fn pool_from_annotation_or_addresses() {
+        let mut v = base();
+        v.pools
+            .insert("q".into(), pool("q", &["203.0.113.0/24"], json!({})));
+        v.advertisements
+            .insert("all".into(), ad("all", json!({"ipAddressPools": ["q"]})));
+        // By address the VIP belongs to p, which is not advertised.
+        assert!(eligibility(&v).is_empty());
+        // The controller's annotation is authoritative.
+        v.services.insert(
+            key("default", "web"),
+            service(
+                "web",
+                &["198.18.0.10"],
+                json!({"metadata": {"annotations": {ALLOCATED_FROM_POOL_ANNOTATION: "q"}}}),
+            ),
+        );
+        assert_eq!(eligible(&v).len(), 3);
+        // A VIP in no pool is not announced.
+        v.services.insert(
+            key("default", "web"),
+            service("web", &["192.0.2.1"], json!({})),
+        );
+        v.advertisements.insert("all".into(), ad("all", json!({})));
+        assert!(eligibility(&v).is_empty());
+    }
+
+    #[test]
+    fn dual_stack_vips_both_planned() {
+        let mut v = base();
+        v.services.insert(
+            key("default", "web"),
+            service("web", &["198.18.0.10", "fd00:198:18::10"], json!({})),
+        );
+        let plan = eligibility(&v);
+        assert_eq!(plan.len(), 2);
+        assert!(plan.values().all(|p| p.nodes.len() == 3));
+    }
+
+    #[test]
+    fn shared_ip_needs_nodes_eligible_for_every_service() {
+        let mut v = base();
+        v.services.insert(
+            key("default", "api"),
+            service(
+                "api",
+                &["198.18.0.10"],
+                json!({"spec": {"externalTrafficPolicy": "Local"}}),
+            ),
+        );
+        v.endpoint_slices.insert(
+            ("default".into(), "api-1".into()),
+            slice(
+                "api",
+                "api-1",
+                json!([{"addresses": ["10.0.0.5"], "nodeName": "node-b"}]),
+            ),
+        );
+        let plan = eligibility(&v);
+        let p = &plan[&vip()];
+        assert_eq!(p.services.len(), 2);
+        assert_eq!(p.nodes.keys().collect::<Vec<_>>(), ["node-b"]);
+    }
+
+    #[test]
+    fn invalid_selector_advertises_nothing() {
+        let mut v = base();
+        v.advertisements.insert(
+            "all".into(),
+            ad("all", json!({"nodeSelectors": [{"matchExpressions": [{"key": "k", "operator": "Bogus"}]}]})),
+        );
+        assert!(eligibility(&v).is_empty());
+    }
+
+    #[test]
+    fn address_entries() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(address_contains("198.18.0.0/24", ip("198.18.0.255")));
+        assert!(!address_contains("198.18.0.0/24", ip("198.18.1.0")));
+        assert!(address_contains("0.0.0.0/0", ip("1.2.3.4")));
+        assert!(address_contains(
+            "198.18.0.10 - 198.18.0.20",
+            ip("198.18.0.20")
+        ));
+        assert!(!address_contains(
+            "198.18.0.10-198.18.0.20",
+            ip("198.18.0.21")
+        ));
+        assert!(address_contains("198.18.0.7", ip("198.18.0.7")));
+        assert!(address_contains("fd00::/8", ip("fd12::1")));
+        assert!(!address_contains("fd00::/64", ip("198.18.0.1")));
+        assert!(!address_contains("garbage/99", ip("198.18.0.1")));
+        assert!(address_contains("::/0", ip("fd12::1")));
+    }
+
+    #[test]
+    fn interfaces_annotation_parses() {
+        assert_eq!(
+            NodeFacts::parse_interfaces(" eth0, ,eth1,"),
+            BTreeSet::from(["eth0".to_string(), "eth1".to_string()])
+        );
+    }
+}

@@ -1,0 +1,400 @@
+//! The speaker: membership lease, per-VIP owner election, fencing, graceful
+//! hand-over, status and Events (DESIGN.md "How data flows", steps 3–7).
+//!
+//! Owns the speaker's configuration ([`SpeakerArgs`] → [`SpeakerConfig`]),
+//! the [`Announcer`] seam to the dataplane, its metrics and [`run`]. The
+//! decisions live in the pure [`core`] and [`eligibility`] modules and in
+//! `crate::election`; [`tasks`] only moves data between the API server, the
+//! core and the announcer. The speaker must never write Services, and must
+//! never announce a VIP unless its own lease protects it (see `core::Fence`).
+
+pub mod core;
+pub mod eligibility;
+pub mod netinfo;
+mod status;
+mod tasks;
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+pub use self::core::Timing;
+
+/// The dataplane handle the speaker drives: the only way it makes a node
+/// answer for a VIP. Implemented by the L2 dataplane (and, later, by a
+/// kernel proxy-neighbour mode); tests use a recording fake.
+pub trait Announcer: Send + Sync {
+    /// Start answering for `vip` on `interface` (and send the gratuitous burst).
+    fn announce(&self, vip: IpAddr, interface: &str) -> Result<(), String>;
+    /// Stop answering for `vip` on every interface, at once.
+    fn withdraw(&self, vip: IpAddr);
+    /// Stop answering for everything, at once.
+    fn withdraw_all(&self);
+    /// Conflicts the dataplane detects (another MAC claiming an owned VIP),
+    /// reported as `ipConflict` Events. `None` when the dataplane has no
+    /// detection. Called once, at start.
+    fn subscribe_conflicts(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<IpConflict>> {
+        None
+    }
+}
+
+/// Another host claims a VIP this node announces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IpConflict {
+    /// The contested VIP.
+    pub vip: IpAddr,
+    /// Interface the claim was seen on.
+    pub interface: String,
+    /// The other claimant's MAC, as text (`aa:bb:cc:dd:ee:ff`).
+    pub mac: String,
+}
+
+/// `l2lb speaker` flags. Durations accept `ms` or `s` suffixes (`500ms`, `4s`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct SpeakerArgs {
+    /// Name of the node this speaker runs on (the Node object's name).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: String,
+    /// Namespace holding pools, advertisements, speaker leases and statuses.
+    #[arg(long, env = "L2LB_NAMESPACE", default_value = crate::api::INSTALL_NAMESPACE)]
+    pub namespace: String,
+    /// How long the speaker's lease protects it without renewal; peers take
+    /// over its VIPs this long after its last renewal. Whole seconds.
+    #[arg(long, env = "L2LB_LEASE_DURATION", default_value = "4s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+    /// How often the speaker renews its lease.
+    #[arg(long, env = "L2LB_LEASE_RENEW", default_value = "1s", value_parser = parse_duration)]
+    pub lease_renew: Duration,
+    /// How much earlier than its peers' expiry a speaker that cannot renew
+    /// stops announcing (covers clock-rate differences and withdraw time).
+    #[arg(long, env = "L2LB_FENCE_MARGIN", default_value = "1s", value_parser = parse_duration)]
+    pub fence_margin: Duration,
+    /// How long a (re)joining speaker waits before taking VIPs from live
+    /// peers, so they have withdrawn first (should exceed watch delivery delay).
+    #[arg(long, env = "L2LB_TAKEOVER_DELAY", default_value = "250ms", value_parser = parse_duration)]
+    pub takeover_delay: Duration,
+    /// Address for /metrics, /healthz and /readyz.
+    #[arg(long, env = "L2LB_METRICS_ADDR", default_value = "0.0.0.0:7472")]
+    pub metrics_addr: SocketAddr,
+    /// Interface for advertisements that name none (default: the interface
+    /// of the IPv4 default route, else of the IPv6 default route).
+    #[arg(long, env = "L2LB_DEFAULT_INTERFACE")]
+    pub default_interface: Option<String>,
+    /// Interfaces this node offers to advertisements' `interfaces`, comma
+    /// separated (default: every interface except `lo`).
+    #[arg(long, env = "L2LB_INTERFACES", value_delimiter = ',')]
+    pub interfaces: Option<Vec<String>>,
+}
+
+/// Parses `250ms`, `4s`, `1.5s` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        (s, 1.0)
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (try 500ms or 4s)"))?;
+    Duration::try_from_secs_f64(v * scale).map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// The speaker's validated configuration.
+#[derive(Clone, Debug)]
+pub struct SpeakerConfig {
+    /// This node's name; also the lease holder identity.
+    pub node_name: String,
+    /// Install namespace (pools, advertisements, leases, statuses).
+    pub namespace: String,
+    /// Lease duration (whole seconds: the Lease API counts seconds).
+    pub lease_duration: Duration,
+    /// Renewal period, below `lease_duration - fence_margin`.
+    pub lease_renew: Duration,
+    /// Fence margin, below `lease_duration`.
+    pub fence_margin: Duration,
+    /// See [`Timing::takeover_delay`].
+    pub takeover_delay: Duration,
+    /// Where the caller serves metrics and health.
+    pub metrics_addr: SocketAddr,
+    /// Interface for advertisements without `interfaces`; `None` = detect.
+    pub default_interface: Option<String>,
+    /// Interfaces this node offers; `None` = detect.
+    pub interfaces: Option<BTreeSet<String>>,
+    /// Metrics handles; register them in the caller's registry with
+    /// [`SpeakerMetrics::register`] before [`run`].
+    pub metrics: SpeakerMetrics,
+}
+
+/// Why the configuration is unusable.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The node name is empty.
+    #[error("--node-name (NODE_NAME) must not be empty")]
+    NoNodeName,
+    /// The lease duration is not a whole number of seconds >= 1.
+    #[error("--lease-duration must be a whole number of seconds, at least 1s (got {0:?})")]
+    LeaseDuration(Duration),
+    /// The timing flags contradict each other.
+    #[error(
+        "need 0 < --lease-renew ({renew:?}) < --lease-duration ({duration:?}) - --fence-margin ({margin:?})"
+    )]
+    Timing {
+        /// Renewal period.
+        renew: Duration,
+        /// Lease duration.
+        duration: Duration,
+        /// Fence margin.
+        margin: Duration,
+    },
+}
+
+impl SpeakerConfig {
+    /// A configuration with the defaults for `node_name`.
+    pub fn new(node_name: impl Into<String>) -> Self {
+        Self {
+            node_name: node_name.into(),
+            namespace: crate::api::INSTALL_NAMESPACE.to_string(),
+            lease_duration: Duration::from_secs(4),
+            lease_renew: Duration::from_secs(1),
+            fence_margin: Duration::from_secs(1),
+            takeover_delay: Duration::from_millis(250),
+            metrics_addr: SocketAddr::from(([0, 0, 0, 0], 7472)),
+            default_interface: None,
+            interfaces: None,
+            metrics: SpeakerMetrics::default(),
+        }
+    }
+
+    /// Checks the invariants the fence relies on.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.node_name.trim().is_empty() {
+            return Err(ConfigError::NoNodeName);
+        }
+        let d = self.lease_duration;
+        if d < Duration::from_secs(1) || d.subsec_nanos() != 0 {
+            return Err(ConfigError::LeaseDuration(d));
+        }
+        if self.lease_renew.is_zero()
+            || self.fence_margin >= d
+            || self.lease_renew >= d - self.fence_margin
+        {
+            return Err(ConfigError::Timing {
+                renew: self.lease_renew,
+                duration: d,
+                margin: self.fence_margin,
+            });
+        }
+        Ok(())
+    }
+
+    /// The membership timing rules for the core.
+    pub fn timing(&self) -> Timing {
+        Timing {
+            lease_duration: self.lease_duration,
+            fence_margin: self.fence_margin,
+            takeover_delay: self.takeover_delay,
+        }
+    }
+}
+
+impl TryFrom<SpeakerArgs> for SpeakerConfig {
+    type Error = ConfigError;
+
+    fn try_from(a: SpeakerArgs) -> Result<Self, ConfigError> {
+        let c = SpeakerConfig {
+            node_name: a.node_name,
+            namespace: a.namespace,
+            lease_duration: a.lease_duration,
+            lease_renew: a.lease_renew,
+            fence_margin: a.fence_margin,
+            takeover_delay: a.takeover_delay,
+            metrics_addr: a.metrics_addr,
+            default_interface: a.default_interface.filter(|s| !s.is_empty()),
+            interfaces: a.interfaces.map(|v| {
+                v.into_iter()
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            }),
+            metrics: SpeakerMetrics::default(),
+        };
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+/// The speaker's metrics. Labels are bounded (none); VIPs and Service
+/// names never become labels.
+#[derive(Clone, Debug)]
+pub struct SpeakerMetrics {
+    /// VIPs this node currently announces.
+    pub announced_vips: Gauge,
+    /// VIPs whose computed owner changed.
+    pub election_changes: Counter,
+    /// Latency of lease renewal attempts.
+    pub lease_renew_seconds: Histogram,
+    /// Failed lease renewal attempts.
+    pub lease_renew_failures: Counter,
+    /// 1 while the speaker is fenced (announcing nothing), else 0.
+    pub fenced: Gauge,
+}
+
+impl Default for SpeakerMetrics {
+    fn default() -> Self {
+        Self {
+            announced_vips: Gauge::default(),
+            election_changes: Counter::default(),
+            lease_renew_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+            lease_renew_failures: Counter::default(),
+            fenced: Gauge::default(),
+        }
+    }
+}
+
+impl SpeakerMetrics {
+    /// Registers the metrics under `l2lb_speaker_*` in `registry`
+    /// (counters get prometheus-client's `_total` suffix).
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("l2lb_speaker");
+        r.register(
+            "announced_vips",
+            "VIPs this node currently announces",
+            self.announced_vips.clone(),
+        );
+        r.register(
+            "election_changes",
+            "VIPs whose computed owner changed",
+            self.election_changes.clone(),
+        );
+        r.register(
+            "lease_renew_seconds",
+            "Latency of membership lease renewal attempts",
+            self.lease_renew_seconds.clone(),
+        );
+        r.register(
+            "lease_renew_failures",
+            "Failed membership lease renewal attempts",
+            self.lease_renew_failures.clone(),
+        );
+        r.register(
+            "fenced",
+            "1 while the speaker cannot renew its lease and announces nothing",
+            self.fenced.clone(),
+        );
+    }
+}
+
+/// What stops the speaker.
+#[derive(Debug, thiserror::Error)]
+pub enum SpeakerError {
+    /// The configuration is invalid.
+    #[error("invalid speaker configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// The internal input channel closed unexpectedly (a task panicked).
+    #[error("speaker task {task} stopped unexpectedly")]
+    TaskStopped {
+        /// Which task.
+        task: &'static str,
+    },
+}
+
+/// Runs the speaker until `shutdown` is cancelled, then withdraws every VIP,
+/// releases the lease (peers take over at once) and returns.
+///
+/// `announcer` is withdrawn-all at start (a restarted speaker must not keep
+/// stale announcements) and at the end. API errors never end the speaker:
+/// watches retry with backoff, and the fence withdraws everything while the
+/// lease cannot be renewed.
+pub async fn run(
+    config: SpeakerConfig,
+    client: kube::Client,
+    announcer: Arc<dyn Announcer>,
+    shutdown: CancellationToken,
+) -> Result<(), SpeakerError> {
+    config.validate()?;
+    tasks::run(config, client, announcer, shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        speaker: SpeakerArgs,
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("4s"), Ok(Duration::from_secs(4)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn args_defaults_validate() {
+        let cli =
+            Cli::try_parse_from(["x", "--node-name", "n1", "--interfaces", "eth0, eth1"]).unwrap();
+        let c = SpeakerConfig::try_from(cli.speaker).unwrap();
+        assert_eq!(c.node_name, "n1");
+        assert_eq!(c.namespace, "l2lb-system");
+        assert_eq!(c.lease_duration, Duration::from_secs(4));
+        assert_eq!(c.lease_renew, Duration::from_secs(1));
+        assert_eq!(c.fence_margin, Duration::from_secs(1));
+        assert_eq!(
+            c.interfaces,
+            Some(BTreeSet::from(["eth0".to_string(), "eth1".to_string()]))
+        );
+    }
+
+    #[test]
+    fn contradictory_timing_is_refused() {
+        let mut c = SpeakerConfig::new("n");
+        assert_eq!(c.validate(), Ok(()));
+        c.lease_duration = Duration::from_millis(1500);
+        assert!(matches!(c.validate(), Err(ConfigError::LeaseDuration(_))));
+        c.lease_duration = Duration::from_secs(2);
+        c.lease_renew = Duration::from_secs(1);
+        c.fence_margin = Duration::from_secs(1);
+        assert!(matches!(c.validate(), Err(ConfigError::Timing { .. })));
+        c.fence_margin = Duration::from_millis(500);
+        assert_eq!(c.validate(), Ok(()));
+        c.node_name = " ".into();
+        assert_eq!(c.validate(), Err(ConfigError::NoNodeName));
+    }
+
+    #[test]
+    fn metrics_register_with_expected_names() {
+        let mut reg = Registry::default();
+        let m = SpeakerMetrics::default();
+        m.register(&mut reg);
+        m.election_changes.inc();
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &reg).unwrap();
+        for name in [
+            "l2lb_speaker_announced_vips",
+            "l2lb_speaker_election_changes_total 1",
+            "l2lb_speaker_lease_renew_seconds_bucket",
+            "l2lb_speaker_lease_renew_failures_total",
+            "l2lb_speaker_fenced",
+        ] {
+            assert!(out.contains(name), "{name} missing in\n{out}");
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! The node's own interfaces and its default-route interface, read from
+//! procfs/sysfs.
+//!
+//! Owns only discovery of names; the parsers are pure and tested on fixed
+//! text. It must never change any network configuration.
+
+use std::collections::BTreeSet;
+
+/// Interface of the first IPv4 default route in `/proc/net/route` text.
+pub fn default_route_v4(proc_net_route: &str) -> Option<String> {
+    proc_net_route.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // Iface Destination Gateway Flags RefCnt Use Metric Mask ...
+        (f.len() >= 8 && f[1] == "00000000" && f[7] == "00000000").then(|| f[0].to_string())
+    })
+}
+
+/// Interface of the first IPv6 default route in `/proc/net/ipv6_route` text.
+pub fn default_route_v6(proc_net_ipv6_route: &str) -> Option<String> {
+    proc_net_ipv6_route.lines().find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // dest dest_len src src_len next_hop metric refcnt use flags iface
+        let default = f.len() >= 10 && f[0].chars().all(|c| c == '0') && f[1] == "00";
+        (default && f[9] != "lo").then(|| f[9].to_string())
+    })
+}
+
+/// The default-route interface of this network namespace (IPv4 first).
+pub fn default_interface() -> Option<String> {
+    std::fs::read_to_string("/proc/net/route")
+        .ok()
+        .and_then(|t| default_route_v4(&t))
+        .or_else(|| {
+            std::fs::read_to_string("/proc/net/ipv6_route")
+                .ok()
+                .and_then(|t| default_route_v6(&t))
+        })
+}
+
+/// Names of this network namespace's interfaces, except `lo`.
+pub fn interfaces() -> BTreeSet<String> {
+    std::fs::read_dir("/sys/class/net")
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n != "lo")
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ipv4_default_route() {
+        let t = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+                 eth1\t0012C6C6\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+                 eth0\t00000000\t0100A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n";
+        assert_eq!(default_route_v4(t), Some("eth0".into()));
+        assert_eq!(default_route_v4("Iface\tDestination\n"), None);
+    }
+
+    #[test]
+    fn parses_ipv6_default_route() {
+        let t = "fd000198001800000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001 eth1\n\
+                 00000000000000000000000000000000 00 00000000000000000000000000000000 00 fe800000000000000000000000000001 00000400 00000001 00000000 00000003 eth0\n";
+        assert_eq!(default_route_v6(t), Some("eth0".into()));
+    }
+}

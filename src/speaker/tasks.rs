@@ -1,0 +1,504 @@
+//! The speaker's tasks and the messages between them.
+//!
+//! ```text
+//!  watchers (pools, ads, nodes,         renewer (LeaseLock, every
+//!  services, slices, leases)            lease_renew)
+//!        │ Input::{Pool,..,Lease}             │ Input::Renewed{sent_at}
+//!        └───────────────┬────────────────────┘
+//!                        ▼  mpsc<Input>
+//!               decision loop (owns core::Core) ── announce/withdraw ──► Announcer
+//!                 │   wakes on input, peer expiry, fence deadline,       ▲
+//!                 │   takeover delay, retry                    IpConflict│
+//!                 ▼  mpsc<StatusMsg>                                      │
+//!               status writer (ServiceL2Status, Events) ◄─────────────────┘
+//! ```
+//!
+//! The loop never awaits the API server: announce and withdraw happen the
+//! moment the core decides, status and Events follow asynchronously. On
+//! shutdown the loop withdraws everything first, then stops the renewer,
+//! releases the lease, and lets the status writer flush. This module owns
+//! only wiring; every decision is in `core`.
+
+use std::collections::BTreeSet;
+use std::fmt::Debug;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event as WatchEvent};
+use kube::{Client, Resource};
+use kube_leader_election::{LeaseLock, LeaseLockParams, LeaseLockResult};
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::core::{Actions, Change, Core, Input};
+use super::eligibility::{INTERFACES_ANNOTATION, ServiceKey};
+use super::status::{self, StatusMsg};
+use super::{Announcer, IpConflict, SpeakerConfig, SpeakerError, netinfo};
+use crate::api::{IPAddressPool, L2Advertisement, SPEAKER_LEASE_PREFIX};
+
+/// How long after a failed announce the loop tries again.
+const ANNOUNCE_RETRY: Duration = Duration::from_secs(5);
+
+pub async fn run(
+    config: SpeakerConfig,
+    client: Client,
+    announcer: Arc<dyn Announcer>,
+    shutdown: CancellationToken,
+) -> Result<(), SpeakerError> {
+    let node = config.node_name.clone();
+    let own_interfaces = config
+        .interfaces
+        .clone()
+        .unwrap_or_else(netinfo::interfaces);
+    let default_interface = config
+        .default_interface
+        .clone()
+        .or_else(netinfo::default_interface);
+    info!(node = %node, interfaces = ?own_interfaces, default_interface = ?default_interface, "speaker starting");
+    // A restarted speaker must not keep answering from a previous life.
+    announcer.withdraw_all();
+    config.metrics.fenced.set(1);
+
+    let (tx, mut rx) = mpsc::channel::<Input>(1024);
+    let mut tasks = JoinSet::new();
+    let ns = config.namespace.as_str();
+    spawn_watch(
+        &mut tasks,
+        Api::<IPAddressPool>::namespaced(client.clone(), ns),
+        tx.clone(),
+        Input::Pool,
+        "pools",
+    );
+    spawn_watch(
+        &mut tasks,
+        Api::<L2Advertisement>::namespaced(client.clone(), ns),
+        tx.clone(),
+        Input::Advertisement,
+        "advertisements",
+    );
+    spawn_watch(
+        &mut tasks,
+        Api::<Node>::all(client.clone()),
+        tx.clone(),
+        Input::Node,
+        "nodes",
+    );
+    spawn_watch(
+        &mut tasks,
+        Api::<Service>::all(client.clone()),
+        tx.clone(),
+        Input::Service,
+        "services",
+    );
+    spawn_watch(
+        &mut tasks,
+        Api::<EndpointSlice>::all(client.clone()),
+        tx.clone(),
+        Input::Slice,
+        "endpointslices",
+    );
+    spawn_watch(
+        &mut tasks,
+        Api::<Lease>::namespaced(client.clone(), ns),
+        tx.clone(),
+        Input::Lease,
+        "leases",
+    );
+
+    let lease_name = format!("{SPEAKER_LEASE_PREFIX}{node}");
+    let lock_params = || LeaseLockParams {
+        lease_name: lease_name.clone(),
+        holder_id: node.clone(),
+        lease_ttl: config.lease_duration,
+    };
+    let renewer_stop = CancellationToken::new();
+    let renewer = tokio::spawn(
+        renew(
+            LeaseLock::new(client.clone(), ns, lock_params()),
+            Api::<Lease>::namespaced(client.clone(), ns),
+            lease_name.clone(),
+            own_interfaces.clone(),
+            config.clone(),
+            tx.clone(),
+            renewer_stop.clone(),
+        )
+        .instrument(info_span!("lease_renew", lease = %lease_name)),
+    );
+    drop(tx);
+
+    let (status_tx, status_rx) = mpsc::unbounded_channel();
+    let status_stop = CancellationToken::new();
+    let status_task = tokio::spawn(
+        status::run(
+            client.clone(),
+            config.namespace.clone(),
+            node.clone(),
+            status_rx,
+            status_stop.clone(),
+        )
+        .instrument(info_span!("status_writer")),
+    );
+
+    let mut conflicts = announcer.subscribe_conflicts();
+    let mut core = Core::new(
+        node.clone(),
+        config.timing(),
+        Some(own_interfaces),
+        default_interface,
+    );
+    let mut first_decision_sent = false;
+    let mut retry_at: Option<Instant> = None;
+    let result = loop {
+        let now = Instant::now();
+        if retry_at.is_some_and(|r| r <= now) {
+            retry_at = None;
+        }
+        let actions = core.decide(now.into_std());
+        let failed = execute(&core, &actions, announcer.as_ref(), &status_tx, &node);
+        for vip in &failed {
+            core.announce_failed(*vip);
+        }
+        if !failed.is_empty() {
+            retry_at = Some(now + ANNOUNCE_RETRY);
+        }
+        if core.synced() && !first_decision_sent {
+            first_decision_sent = true;
+            let _ = status_tx.send(StatusMsg::FirstDecisionDone);
+        }
+        config
+            .metrics
+            .election_changes
+            .inc_by(actions.election_changes);
+        config
+            .metrics
+            .announced_vips
+            .set(core.announced().len() as i64);
+        config
+            .metrics
+            .fenced
+            .set(i64::from(core.is_fenced(now.into_std())));
+
+        let wake = [
+            core.next_wakeup(now.into_std()).map(Instant::from_std),
+            retry_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break Ok(()),
+            input = rx.recv() => {
+                let Some(input) = input else {
+                    break Err(SpeakerError::TaskStopped { task: "watchers" });
+                };
+                let now = Instant::now().into_std();
+                core.apply(input, now);
+                // Take everything already queued, then decide once.
+                while let Ok(more) = rx.try_recv() {
+                    core.apply(more, now);
+                }
+            }
+            Some(conflict) = recv_conflict(&mut conflicts) => {
+                report_conflict(&core, &conflict, &status_tx, &node);
+            }
+            _ = sleep_until(wake) => {}
+        }
+    };
+
+    // Graceful hand-over: stop answering first, then tell peers.
+    core.stop();
+    let actions = core.decide(Instant::now().into_std());
+    execute(&core, &actions, announcer.as_ref(), &status_tx, &node);
+    announcer.withdraw_all();
+    config.metrics.announced_vips.set(0);
+    renewer_stop.cancel();
+    let _ = renewer.await;
+    let release = LeaseLock::new(client.clone(), ns, lock_params());
+    match tokio::time::timeout(config.lease_duration, release.step_down()).await {
+        Ok(Ok(())) => info!(lease = %lease_name, "lease released"),
+        Ok(Err(e)) => {
+            warn!(lease = %lease_name, error = %e, "releasing lease failed; peers take over after lease expiry")
+        }
+        Err(_) => {
+            warn!(lease = %lease_name, "releasing lease timed out; peers take over after lease expiry")
+        }
+    }
+    status_stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(2), status_task).await;
+    tasks.shutdown().await;
+    result
+}
+
+/// Carries out `actions`; returns the VIPs whose announce failed.
+fn execute(
+    core: &Core,
+    actions: &Actions,
+    announcer: &dyn Announcer,
+    status_tx: &mpsc::UnboundedSender<StatusMsg>,
+    node: &str,
+) -> Vec<IpAddr> {
+    for vip in &actions.withdraw {
+        announcer.withdraw(*vip);
+        debug!(%vip, "withdrawn");
+    }
+    let mut failed = Vec::new();
+    for (vip, ifaces) in &actions.announce {
+        for iface in ifaces {
+            if let Err(e) = announcer.announce(*vip, iface) {
+                warn!(%vip, interface = %iface, error = %e, "announce failed");
+                announcer.withdraw(*vip);
+                failed.push(*vip);
+                for svc in core.services_of(*vip) {
+                    event(
+                        core,
+                        status_tx,
+                        &svc,
+                        true,
+                        "announceFailed",
+                        format!("{node} could not announce {vip} on {iface}: {e}"),
+                    );
+                }
+                break;
+            }
+        }
+        if !failed.contains(vip) {
+            info!(%vip, interfaces = ?ifaces, "announced");
+        }
+    }
+    for (vip, services) in &actions.no_interface {
+        for svc in services {
+            event(
+                core,
+                status_tx,
+                svc,
+                true,
+                "announceFailed",
+                format!(
+                    "{node} owns {vip} but has no interface to announce it on (set --default-interface)"
+                ),
+            );
+        }
+    }
+    for svc in &actions.status_delete {
+        let _ = status_tx.send(StatusMsg::Absent(svc.clone()));
+    }
+    for (svc, ifaces) in &actions.status_upsert {
+        let takeover = actions.assigned.contains(svc);
+        let _ = status_tx.send(StatusMsg::Present {
+            service: svc.clone(),
+            interfaces: ifaces.clone(),
+            takeover,
+        });
+        if takeover {
+            let on: Vec<&str> = ifaces.iter().map(String::as_str).collect();
+            event(
+                core,
+                status_tx,
+                svc,
+                false,
+                "nodeAssigned",
+                format!("announcing from node {node} on {}", on.join(",")),
+            );
+        }
+    }
+    failed
+}
+
+fn event(
+    core: &Core,
+    status_tx: &mpsc::UnboundedSender<StatusMsg>,
+    svc: &ServiceKey,
+    warning: bool,
+    reason: &'static str,
+    note: String,
+) {
+    if let Some(s) = core.service(svc) {
+        let _ = status_tx.send(StatusMsg::Event {
+            regarding: s.object_ref(&()),
+            warning,
+            reason,
+            note,
+        });
+    }
+}
+
+fn report_conflict(
+    core: &Core,
+    c: &IpConflict,
+    status_tx: &mpsc::UnboundedSender<StatusMsg>,
+    node: &str,
+) {
+    warn!(vip = %c.vip, interface = %c.interface, mac = %c.mac, "another host claims an announced VIP");
+    for svc in core.services_of(c.vip) {
+        event(
+            core,
+            status_tx,
+            &svc,
+            true,
+            "ipConflict",
+            format!(
+                "{} is also claimed by {} on {} (seen by {node})",
+                c.vip, c.mac, c.interface
+            ),
+        );
+    }
+}
+
+async fn recv_conflict(rx: &mut Option<mpsc::UnboundedReceiver<IpConflict>>) -> Option<IpConflict> {
+    match rx {
+        Some(r) => match r.recv().await {
+            Some(c) => Some(c),
+            None => {
+                *rx = None;
+                std::future::pending().await
+            }
+        },
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Watches one kind and forwards changes; a re-list becomes one `Resync`.
+fn spawn_watch<K>(
+    tasks: &mut JoinSet<()>,
+    api: Api<K>,
+    tx: mpsc::Sender<Input>,
+    wrap: fn(Change<K>) -> Input,
+    kind: &'static str,
+) where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    tasks.spawn(
+        async move {
+            let mut stream = watcher::watcher(api, watcher::Config::default())
+                .default_backoff()
+                .boxed();
+            let mut buffer: Option<Vec<K>> = None;
+            while let Some(ev) = stream.next().await {
+                let change = match ev {
+                    Ok(WatchEvent::Apply(o)) => Change::Apply(o),
+                    Ok(WatchEvent::Delete(o)) => Change::Delete(o),
+                    Ok(WatchEvent::Init) => {
+                        buffer = Some(Vec::new());
+                        continue;
+                    }
+                    Ok(WatchEvent::InitApply(o)) => {
+                        buffer.get_or_insert_with(Vec::new).push(o);
+                        continue;
+                    }
+                    Ok(WatchEvent::InitDone) => Change::Resync(buffer.take().unwrap_or_default()),
+                    Err(e) => {
+                        warn!(error = %e, "watch failed; retrying with backoff");
+                        continue;
+                    }
+                };
+                if tx.send(wrap(change)).await.is_err() {
+                    return;
+                }
+            }
+        }
+        .instrument(info_span!("watch", kind)),
+    );
+}
+
+/// Renews our lease every `lease_renew` and reports each success with the
+/// time its request was sent. Publishes our interfaces on the lease once.
+async fn renew(
+    lock: LeaseLock,
+    leases: Api<Lease>,
+    lease_name: String,
+    interfaces: BTreeSet<String>,
+    config: SpeakerConfig,
+    tx: mpsc::Sender<Input>,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(config.lease_renew);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Past this a renewal no longer helps: the fence has closed.
+    let attempt_timeout = config.lease_duration - config.fence_margin;
+    let mut published = false;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let sent_at = Instant::now();
+        let outcome = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = tokio::time::timeout(attempt_timeout, lock.try_acquire_or_renew()) => r,
+        };
+        config
+            .metrics
+            .lease_renew_seconds
+            .observe(sent_at.elapsed().as_secs_f64());
+        match outcome {
+            Ok(Ok(LeaseLockResult::Acquired(_))) => {
+                if tx
+                    .send(Input::Renewed {
+                        sent_at: sent_at.into_std(),
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                if !published {
+                    published = publish_interfaces(&leases, &lease_name, &interfaces).await;
+                }
+            }
+            Ok(Ok(LeaseLockResult::NotAcquired(_))) => {
+                // Only after a recent release by our previous run: the
+                // released lease is free once its 1 s duration passes.
+                config.metrics.lease_renew_failures.inc();
+                debug!("own lease still held by a previous release; retrying");
+            }
+            Ok(Err(e)) => {
+                config.metrics.lease_renew_failures.inc();
+                warn!(error = %e, "lease renewal failed");
+            }
+            Err(_) => {
+                config.metrics.lease_renew_failures.inc();
+                warn!(timeout = ?attempt_timeout, "lease renewal timed out");
+            }
+        }
+    }
+}
+
+/// Writes our interface list into the lease's annotation; true on success.
+async fn publish_interfaces(
+    leases: &Api<Lease>,
+    name: &str,
+    interfaces: &BTreeSet<String>,
+) -> bool {
+    let value: Vec<&str> = interfaces.iter().map(String::as_str).collect();
+    let patch =
+        serde_json::json!({"metadata": {"annotations": {INTERFACES_ANNOTATION: value.join(",")}}});
+    match leases
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => true,
+        Err(e) => {
+            debug!(error = %e, "publishing interfaces on the lease failed; will retry");
+            false
+        }
+    }
+}
