@@ -19,6 +19,9 @@ struct Cli {
 enum Command {
     /// Allocate Service addresses from IPAddressPools (leader-elected).
     Controller(l2lb::controller::ControllerArgs),
+    /// Take part in per-VIP owner election on this node and answer ARP/NDP
+    /// for the VIPs it wins (needs CAP_NET_RAW and host networking).
+    Speaker(l2lb::speaker::SpeakerArgs),
     /// Print the CustomResourceDefinitions as YAML (what `crds/` holds).
     Crds,
     /// Show LoadBalancer Services with their VIP, pool and announcing node.
@@ -75,6 +78,36 @@ enum Command {
     },
 }
 
+/// Wires the speaker: API client, dataplane, metrics endpoint, signals.
+async fn run_speaker(
+    config: l2lb::speaker::SpeakerConfig,
+    server: Option<url::Url>,
+) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    let client = l2lb::cluster::client(server.as_ref()).await?;
+    let dataplane = l2lb::l2::Dataplane::new(l2lb::l2::DataplaneConfig::default());
+    let mut registry = prometheus_client::registry::Registry::default();
+    config.metrics.register(&mut registry);
+    registry
+        .sub_registry_with_prefix("l2lb")
+        .register_collector(Box::new(l2lb::speaker::dataplane::DataplaneMetrics(
+            dataplane.clone(),
+        )));
+    let shutdown = CancellationToken::new();
+    tokio::spawn(l2lb::telemetry::cancel_on_signal(shutdown.clone()));
+    let health = Arc::new(l2lb::telemetry::Health::default());
+    let listener = tokio::net::TcpListener::bind(config.metrics_addr).await?;
+    tokio::spawn(l2lb::telemetry::serve(
+        listener,
+        Arc::new(registry),
+        health.clone(),
+        shutdown.clone(),
+    ));
+    health.set_ready(true);
+    l2lb::speaker::run(config, client, Arc::new(dataplane), shutdown).await?;
+    Ok(())
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -94,6 +127,11 @@ fn main() -> anyhow::Result<()> {
                 l2lb::controller::run(config, client, shutdown).await?;
                 anyhow::Ok(())
             })?;
+        }
+        Command::Speaker(args) => {
+            l2lb::telemetry::init_tracing();
+            let config = l2lb::speaker::SpeakerConfig::try_from(args)?;
+            runtime()?.block_on(run_speaker(config, cli.server))?;
         }
         Command::Lab(args) => {
             l2lb::telemetry::init_tracing();

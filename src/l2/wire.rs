@@ -24,6 +24,14 @@ use pnet::util::MacAddr;
 /// A MAC address as plain bytes.
 pub type Mac = [u8; 6];
 
+/// A MAC as `aa:bb:cc:dd:ee:ff`, the form arping, ip-neigh and logs use.
+pub fn mac_string(mac: &Mac) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
 /// The broadcast MAC.
 pub const BROADCAST: Mac = [0xff; 6];
 

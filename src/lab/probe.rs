@@ -71,6 +71,9 @@ pub struct Sample {
     pub seq: Option<u64>,
 }
 
+/// Turns one output line into a sample's text and sequence number.
+type LineParser = fn(&str) -> Option<(String, Option<u64>)>;
+
 /// A long-running probe process whose output lines are collected.
 pub struct Probe {
     child: std::process::Child,
@@ -81,7 +84,7 @@ pub struct Probe {
 impl Probe {
     fn start(
         mut command: Command,
-        parse: fn(&str) -> Option<(String, Option<u64>)>,
+        parse: LineParser,
     ) -> std::io::Result<Self> {
         let mut child = command
             .stdin(Stdio::null())

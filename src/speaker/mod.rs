@@ -9,6 +9,7 @@
 //! never announce a VIP unless its own lease protects it (see `core::Fence`).
 
 pub mod core;
+pub mod dataplane;
 pub mod eligibility;
 pub mod netinfo;
 mod status;

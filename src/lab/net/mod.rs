@@ -231,13 +231,7 @@ fn ns_exec(ns: &str, args: &[&str]) -> Result<Output, NetError> {
     run_cmd(c)
 }
 
-/// Formats a MAC as `aa:bb:cc:dd:ee:ff`.
-pub fn mac_string(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
+pub use crate::l2::wire::mac_string;
 
 impl Lan {
     /// Builds the LAN. `tag` (letters/digits; others become `x`) goes into
