@@ -328,7 +328,7 @@ impl Lab {
             "--lease-duration",
             &lease,
         ]);
-        cmd.args(["--metrics-addr", "127.0.0.1:7473"]);
+        cmd.args(["--metrics-addr", "127.0.0.1:7473", "--default-interface", &host.iface]);
         let log = self.log_file(&format!("{}-speaker", host.name))?;
         cmd.stdout(Stdio::null()).stderr(log);
         self.speakers[i] = Some(host.spawn(&self.lan, cmd)?);
