@@ -124,6 +124,23 @@ impl Liveness {
         was_live
     }
 
+    /// Forgets how long peers have been unchanged, after a gap in which
+    /// changes could not be observed (a failed watch): every known,
+    /// unreleased peer counts as first seen at `now`, the same safe
+    /// assumption as at start. Peers live before stay live with their
+    /// `since`; a peer that really died expires one lease duration later.
+    pub fn restart_observation(&mut self, now: Instant) {
+        let live: Vec<String> = self.live(now).into_keys().collect();
+        for (name, p) in self.peers.iter_mut() {
+            if !p.released {
+                if !live.contains(name) {
+                    p.live_since = now;
+                }
+                p.changed_at = now;
+            }
+        }
+    }
+
     /// Every node with a lease on record, live or not (to reconcile a re-list).
     pub fn known(&self) -> impl Iterator<Item = &str> {
         self.peers.keys().map(String::as_str)
@@ -243,6 +260,22 @@ mod tests {
         let t1 = t0 + Duration::from_millis(10);
         assert!(l.observe("a", fp("2"), false, t1));
         assert_eq!(l.live(t1)["a"], t1);
+    }
+
+    #[test]
+    fn restart_observation_assumes_alive_once_more() {
+        let t0 = Instant::now();
+        let mut l = Liveness::new(D);
+        l.observe("a", fp("1"), false, t0);
+        l.observe("b", fp("1"), true, t0);
+        let t1 = t0 + Duration::from_secs(10);
+        assert!(l.live(t1).is_empty());
+        l.restart_observation(t1);
+        assert_eq!(
+            l.live(t1).into_iter().collect::<Vec<_>>(),
+            [("a".to_string(), t1)]
+        );
+        assert!(!l.is_live("a", t1 + D));
     }
 
     #[test]

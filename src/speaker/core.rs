@@ -31,6 +31,10 @@ pub enum Change<K> {
     Delete(K),
     /// A complete re-list: replaces everything known of this kind.
     Resync(Vec<K>),
+    /// The watch failed: what is known of this kind may be stale until the
+    /// watch delivers again. In particular peers' leases cannot be seen to
+    /// change, so their expiry would be an artefact of our own outage.
+    Broken,
 }
 
 /// Everything that can change the speaker's decision.
@@ -250,34 +254,40 @@ impl Core {
     pub fn apply(&mut self, input: Input, now: Instant) {
         match input {
             Input::Pool(c) => {
-                self.synced.pools |= matches!(c, Change::Resync(_));
+                self.synced.pools |= !matches!(c, Change::Broken);
                 apply_named(&mut self.view.pools, c, |p| p.name_any());
             }
             Input::Advertisement(c) => {
-                self.synced.advertisements |= matches!(c, Change::Resync(_));
+                self.synced.advertisements |= !matches!(c, Change::Broken);
                 apply_named(&mut self.view.advertisements, c, |a| a.name_any());
             }
             Input::Node(c) => {
-                self.synced.nodes |= matches!(c, Change::Resync(_));
+                self.synced.nodes |= !matches!(c, Change::Broken);
                 let mut facts = std::mem::take(&mut self.node_facts);
                 apply_mapped(&mut facts, c, |n| (n.name_any(), NodeFacts::from_node(&n)));
                 self.node_facts = facts;
             }
             Input::Service(c) => {
-                self.synced.services |= matches!(c, Change::Resync(_));
+                self.synced.services |= !matches!(c, Change::Broken);
                 apply_named(&mut self.view.services, c, |s| ServiceKey {
                     namespace: s.namespace().unwrap_or_default(),
                     name: s.name_any(),
                 });
             }
             Input::Slice(c) => {
-                self.synced.slices |= matches!(c, Change::Resync(_));
+                self.synced.slices |= !matches!(c, Change::Broken);
                 apply_named(&mut self.view.endpoint_slices, c, |s| {
                     (s.namespace().unwrap_or_default(), s.name_any())
                 });
             }
             Input::Lease(c) => {
-                self.synced.leases |= matches!(c, Change::Resync(_));
+                if !self.synced.leases && !matches!(c, Change::Broken) && self.decided_once {
+                    // Back after a gap: whatever changed meanwhile may be
+                    // replayed over several events, so no peer may expire
+                    // on the strength of the gap.
+                    self.liveness.restart_observation(now);
+                }
+                self.synced.leases = synced_after(&c);
                 self.apply_lease(c, now);
             }
             Input::Renewed { sent_at } => {
@@ -324,6 +334,7 @@ impl Core {
                     self.observe_lease(node, l, now);
                 }
             }
+            Change::Broken => {}
         }
     }
 
@@ -478,6 +489,11 @@ impl Core {
                 .count() as u64;
             self.owners = owners;
             self.decided_once = true;
+        } else if self.decided_once {
+            // A watch is down: keep what we announce (our lease still
+            // protects it) but take nothing new on a possibly stale view.
+            want = self.announced.clone();
+            want_status = self.statuses.clone();
         }
         if self.fence.is_fenced(now) || self.stopping {
             want.clear();
@@ -558,6 +574,17 @@ pub fn fingerprint(lease: &Lease) -> (LeaseFingerprint, bool) {
     )
 }
 
+/// Whether the lease view is in sync after `change`. A failed lease watch
+/// unsyncs it: peers would seem to stop renewing only because we cannot see
+/// them. Any later event re-syncs it (the watcher delivers single changes
+/// only after a complete list, or while a resumed watch replays what
+/// happened meanwhile; live peers renew every period, so events do come).
+/// Other kinds stay synced through a watch failure: a stale view there only
+/// delays a change, as a slow watch would.
+fn synced_after<K>(change: &Change<K>) -> bool {
+    !matches!(change, Change::Broken)
+}
+
 fn apply_named<K, V>(map: &mut BTreeMap<K, V>, change: Change<V>, key: impl Fn(&V) -> K)
 where
     K: Ord,
@@ -581,6 +608,7 @@ where
         Change::Resync(all) => {
             *map = all.into_iter().map(f).collect();
         }
+        Change::Broken => {}
     }
 }
 
@@ -847,6 +875,39 @@ mod tests {
         c.apply(Input::Lease(Change::Resync(leases)), t0);
         assert!(!c.members(t0).contains("node-a"));
         assert!(c.members(t0).contains("node-b"));
+    }
+
+    #[test]
+    fn broken_lease_watch_freezes_instead_of_expiring_peers() {
+        let t0 = Instant::now();
+        let mut a = core("node-a", t0);
+        a.apply(Input::Renewed { sent_at: t0 }, t0);
+        let mine = a.decide(t0).announce.len();
+        // Our watch breaks; our renewals go on. Peers look silent, but only
+        // because we cannot see them.
+        a.apply(Input::Lease(Change::Broken), t0);
+        let t1 = t0 + Duration::from_secs(10);
+        a.apply(Input::Renewed { sent_at: t1 }, t1);
+        let frozen = a.decide(t1);
+        assert!(
+            frozen.announce.is_empty() && frozen.withdraw.is_empty(),
+            "{frozen:?}"
+        );
+        assert_eq!(a.announced().len(), mine);
+        // The resumed watch replays the peers' renewals: nothing moves.
+        for n in ["node-b", "node-c"] {
+            a.apply(
+                Input::Lease(Change::Apply(lease(n, n, "2026-01-01T00:00:10.000000Z"))),
+                t1,
+            );
+        }
+        assert!(a.decide(t1).is_empty());
+        // Other kinds' failures do not freeze the decision.
+        a.apply(Input::Service(Change::Broken), t1);
+        assert!(a.synced());
+        // A fenced speaker with a broken watch still withdraws.
+        a.apply(Input::Lease(Change::Broken), t1);
+        assert_eq!(a.decide(t1 + D).withdraw.len(), mine);
     }
 
     #[test]

@@ -294,6 +294,7 @@ async fn write_present(
 }
 
 async fn write_absent(api: &Api<ServiceL2Status>, name: &str) -> Result<(), kube::Error> {
+    debug!(name, "deleting ServiceL2Status");
     match api.delete(name, &DeleteParams::default()).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),

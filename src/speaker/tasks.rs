@@ -56,6 +56,18 @@ pub async fn run(
     announcer: Arc<dyn Announcer>,
     shutdown: CancellationToken,
 ) -> Result<(), SpeakerError> {
+    let span = info_span!("speaker", node = %config.node_name);
+    run_inner(config, client, announcer, shutdown)
+        .instrument(span)
+        .await
+}
+
+async fn run_inner(
+    config: SpeakerConfig,
+    client: Client,
+    announcer: Arc<dyn Announcer>,
+    shutdown: CancellationToken,
+) -> Result<(), SpeakerError> {
     let node = config.node_name.clone();
     let own_interfaces = config
         .interfaces
@@ -404,10 +416,13 @@ fn spawn_watch<K>(
                         buffer.get_or_insert_with(Vec::new).push(o);
                         continue;
                     }
-                    Ok(WatchEvent::InitDone) => Change::Resync(buffer.take().unwrap_or_default()),
+                    Ok(WatchEvent::InitDone) => {
+                        debug!("watch listed");
+                        Change::Resync(buffer.take().unwrap_or_default())
+                    }
                     Err(e) => {
                         warn!(error = %e, "watch failed; retrying with backoff");
-                        continue;
+                        Change::Broken
                     }
                 };
                 if tx.send(wrap(change)).await.is_err() {
