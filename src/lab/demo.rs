@@ -192,36 +192,41 @@ pub async fn run(args: LabArgs) -> Result<(), LabError> {
     Ok(())
 }
 
-fn print_table(lab: &Lab, vips: &[IpAddr], owner: &str) {
-    let owner_mac = lab
-        .node_index(owner)
-        .map(|i| lab.mac_of(i))
-        .unwrap_or_default();
+fn print_table(lab: &Lab, vips: &[IpAddr], status_node: &str) {
     println!(
-        "    {:<14} {:<22} {:<8} {:<19} {:<30} CURL",
-        "SERVICE", "VIP", "OWNER", "OWNER MAC", "ARPING FROM CLIENT"
+        "    {:<14} {:<20} {:<8} {:<34} CURL",
+        "SERVICE", "VIP", "OWNER", "ANSWER FROM CLIENT (ARP / NDP)"
     );
     for vip in vips {
-        let arp = match vip {
-            IpAddr::V4(_) => lab
-                .arping(*vip)
-                .map(|a| format!("{} {:.0} us", a.mac, a.usec))
-                .unwrap_or_else(|| "no answer".into()),
-            IpAddr::V6(_) => "(NDP; see ndisc6)".into(),
+        // Each VIP is elected on its own, so a dual-stack Service's two
+        // VIPs may have different owners: name the node that answered.
+        let (mac, how) = match vip {
+            IpAddr::V4(_) => match lab.arping(*vip) {
+                Some(a) => (Some(a.mac), format!("{:.0} us", a.usec)),
+                None => (None, String::new()),
+            },
+            IpAddr::V6(v6) => (lab.ndisc6(*v6), "ndisc6".to_string()),
         };
+        let owner = mac
+            .as_deref()
+            .and_then(|m| lab.node_of_mac(m))
+            .unwrap_or_else(|| "-".into());
+        let answer = mac
+            .map(|m| format!("{m} {how}"))
+            .unwrap_or_else(|| "no answer".into());
         let curl = lab
             .curl(*vip, 80)
             .map(|b| format!("200 from {b}"))
             .unwrap_or_else(|| "FAILED".into());
         println!(
-            "    {:<14} {:<22} {:<8} {:<19} {:<30} {curl}",
+            "    {:<14} {:<20} {:<8} {:<34} {curl}",
             "default/demo",
             vip.to_string(),
             owner,
-            owner_mac,
-            arp
+            answer
         );
     }
+    println!("    (ServiceL2Status names {status_node} as an announcing node)");
 }
 
 /// What the client saw during one failover.

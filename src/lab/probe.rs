@@ -82,10 +82,7 @@ pub struct Probe {
 }
 
 impl Probe {
-    fn start(
-        mut command: Command,
-        parse: LineParser,
-    ) -> std::io::Result<Self> {
+    fn start(mut command: Command, parse: LineParser) -> std::io::Result<Self> {
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

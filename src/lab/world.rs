@@ -328,7 +328,12 @@ impl Lab {
             "--lease-duration",
             &lease,
         ]);
-        cmd.args(["--metrics-addr", "127.0.0.1:7473", "--default-interface", &host.iface]);
+        cmd.args([
+            "--metrics-addr",
+            "127.0.0.1:7473",
+            "--default-interface",
+            &host.iface,
+        ]);
         let log = self.log_file(&format!("{}-speaker", host.name))?;
         cmd.stdout(Stdio::null()).stderr(log);
         self.speakers[i] = Some(host.spawn(&self.lan, cmd)?);
@@ -577,6 +582,28 @@ impl Lab {
     pub fn arping(&self, vip: IpAddr) -> Option<super::probe::ArpAnswer> {
         let c = self.client_host();
         super::probe::arping_once(c.command("arping"), &c.iface, vip)
+    }
+
+    /// One neighbour solicitation from the client (`ndisc6`): the MAC that
+    /// answered for an IPv6 VIP, or `None`.
+    pub fn ndisc6(&self, vip: std::net::Ipv6Addr) -> Option<String> {
+        let c = self.client_host();
+        let out = c
+            .run(&[
+                "ndisc6",
+                "-1",
+                "-r",
+                "3",
+                "-w",
+                "500",
+                &vip.to_string(),
+                &c.iface,
+            ])
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+        // "Target link-layer address: 02:18:00:00:01:01"
+        let line = text.lines().find(|l| l.contains("link-layer address"))?;
+        Some(line.rsplit(' ').next()?.trim().to_string())
     }
 
     /// One `curl http://vip:port/` from the client: the body (the serving

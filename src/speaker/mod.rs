@@ -70,8 +70,9 @@ pub struct SpeakerArgs {
     /// over its VIPs this long after its last renewal. Whole seconds.
     #[arg(long, env = "L2LB_LEASE_DURATION", default_value = "4s", value_parser = parse_duration)]
     pub lease_duration: Duration,
-    /// How often the speaker renews its lease.
-    #[arg(long, env = "L2LB_LEASE_RENEW", default_value = "1s", value_parser = parse_duration)]
+    /// How often the speaker renews its lease. Each renewal costs two API
+    /// requests (read, then patch), so 1.5 s keeps a node under 1.5 requests/s.
+    #[arg(long, env = "L2LB_LEASE_RENEW", default_value = "1500ms", value_parser = parse_duration)]
     pub lease_renew: Duration,
     /// How much earlier than its peers' expiry a speaker that cannot renew
     /// stops announcing (covers clock-rate differences and withdraw time).
@@ -82,7 +83,7 @@ pub struct SpeakerArgs {
     #[arg(long, env = "L2LB_TAKEOVER_DELAY", default_value = "250ms", value_parser = parse_duration)]
     pub takeover_delay: Duration,
     /// Address for /metrics, /healthz and /readyz.
-    #[arg(long, env = "L2LB_METRICS_ADDR", default_value = "0.0.0.0:7472")]
+    #[arg(long, env = "L2LB_METRICS_ADDR", default_value = "0.0.0.0:7473")]
     pub metrics_addr: SocketAddr,
     /// Interface for advertisements that name none (default: the interface
     /// of the IPv4 default route, else of the IPv6 default route).
@@ -167,10 +168,10 @@ impl SpeakerConfig {
             node_name: node_name.into(),
             namespace: crate::api::INSTALL_NAMESPACE.to_string(),
             lease_duration: Duration::from_secs(4),
-            lease_renew: Duration::from_secs(1),
+            lease_renew: Duration::from_millis(1500),
             fence_margin: Duration::from_secs(1),
             takeover_delay: Duration::from_millis(250),
-            metrics_addr: SocketAddr::from(([0, 0, 0, 0], 7472)),
+            metrics_addr: SocketAddr::from(([0, 0, 0, 0], 7473)),
             default_interface: None,
             interfaces: None,
             metrics: SpeakerMetrics::default(),
