@@ -11,11 +11,11 @@ use l2lb::lab::net::require_netns;
 use l2lb::lab::world::{Lab, LabOptions};
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::Mutex;
+
 use std::time::Duration;
 
 /// The labs run one at a time: each has five l2lb processes, and two cores.
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -114,7 +114,7 @@ async fn seed_story_pool_service_arping_curl() {
     if !require_netns("seed_story_pool_service_arping_curl") {
         return;
     }
-    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _g = SERIAL.lock().await;
     let lab = lab("e2e-seed").await;
     let vips = demo(&lab, serde_json::json!({}), 1, &[0, 1, 2]).await;
     let vip = vips[0];
@@ -148,7 +148,7 @@ async fn crash_and_graceful_failover_move_the_vip_without_double_answers() {
     if !require_netns("crash_and_graceful_failover_move_the_vip_without_double_answers") {
         return;
     }
-    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _g = SERIAL.lock().await;
     let mut lab = lab("e2e-fail").await;
     let vip = demo(&lab, serde_json::json!({}), 1, &[0, 1, 2]).await[0];
     let first = lab.wait_owner("default", "demo", None, WAIT).await.unwrap();
@@ -200,7 +200,7 @@ async fn ipv6_vip_resolves_with_ndp_and_serves_http() {
     if !require_netns("ipv6_vip_resolves_with_ndp_and_serves_http") {
         return;
     }
-    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _g = SERIAL.lock().await;
     let lab = lab("e2e-v6").await;
     let spec =
         serde_json::json!({ "ipFamilies": ["IPv4", "IPv6"], "ipFamilyPolicy": "RequireDualStack" });
@@ -210,12 +210,7 @@ async fn ipv6_vip_resolves_with_ndp_and_serves_http() {
     let node_macs: Vec<String> = (0..3).map(|i| lab.mac_of(i)).collect();
     // The IPv6 VIP is elected on its own: any node may own it, exactly one answers.
     let want = eventually("ndisc6 to resolve the IPv6 VIP", || {
-        let Some(v6) = (match v6 {
-            IpAddr::V6(a) => Some(a),
-            _ => None,
-        }) else {
-            return None;
-        };
+        let IpAddr::V6(v6) = v6 else { return None };
         lab.ndisc6(v6).filter(|m| node_macs.contains(m))
     })
     .await;
@@ -233,7 +228,7 @@ async fn shared_ip_serves_both_services_and_local_policy_follows_the_endpoint() 
     if !require_netns("shared_ip_serves_both_services_and_local_policy_follows_the_endpoint") {
         return;
     }
-    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _g = SERIAL.lock().await;
     let lab = lab("e2e-share").await;
     lab.apply_file(&config("service-shared.yaml"))
         .await
@@ -289,7 +284,7 @@ async fn restarts_keep_the_vip_and_the_owner() {
     if !require_netns("restarts_keep_the_vip_and_the_owner") {
         return;
     }
-    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _g = SERIAL.lock().await;
     let mut lab = lab("e2e-restart").await;
     let vip = demo(&lab, serde_json::json!({}), 1, &[0, 1, 2]).await[0];
     let owner = lab.wait_owner("default", "demo", None, WAIT).await.unwrap();
@@ -330,7 +325,7 @@ async fn the_lab_tears_down_completely() {
     if !require_netns("the_lab_tears_down_completely") {
         return;
     }
-    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _g = SERIAL.lock().await;
     let lab = lab("e2e-down").await;
     let namespaces = lab.namespaces();
     let pids: Vec<String> = std::fs::read_dir("/proc")
@@ -339,7 +334,7 @@ async fn the_lab_tears_down_completely() {
         .filter(|p| p.chars().all(|c| c.is_ascii_digit()))
         .filter(|p| {
             std::fs::read_to_string(format!("/proc/{p}/environ"))
-                .is_ok_and(|e| e.contains("L2LB_SERVER=") || false)
+                .is_ok_and(|e| e.contains("L2LB_SERVER="))
                 || std::fs::read_to_string(format!("/proc/{p}/cmdline"))
                     .is_ok_and(|c| c.contains(&namespaces[0]) || c.contains(lab.lan_url.as_str()))
         })
