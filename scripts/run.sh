@@ -8,4 +8,4 @@ if [ -f "$HOME/.cargo/env" ]; then
   . "$HOME/.cargo/env"
 fi
 cargo build --locked --release
-exec target/release/l2lb crds
+exec target/release/l2lb lab "$@"
