@@ -376,8 +376,18 @@ pub async fn run(
 
 /// Outcome of one status write, fed back into the lead loop.
 struct WriteDone {
+    /// The Service written.
     key: ServiceKey,
-    conflict: bool,
+    /// When to decide again, if the write did not land: shortly after a 409
+    /// (the watch is about to deliver the newer object), later and with
+    /// jitter after other errors so a struggling API server is not hammered
+    /// in lockstep.
+    retry_after: Option<Duration>,
+}
+
+fn jittered(base: Duration) -> Duration {
+    use rand::Rng;
+    base + base.mul_f64(rand::rng().random_range(0.0..1.0))
 }
 
 async fn lead(
@@ -461,15 +471,15 @@ async fn lead(
             let (client, writes, done) = (client.clone(), writes.clone(), done_tx.clone());
             tasks.spawn(async move {
                 let Ok(_permit) = writes.acquire_owned().await else { return };
-                let conflict = match write_status(&client, &service, &ips).await {
-                    Ok(()) => false,
-                    Err(kube::Error::Api(s)) if s.code == 409 => true,
+                let retry_after = match write_status(&client, &service, &ips).await {
+                    Ok(()) => None,
+                    Err(kube::Error::Api(s)) if s.code == 409 => Some(jittered(Duration::from_millis(20))),
                     Err(e) => {
                         tracing::warn!(service = %key, error = %e, "status write failed; will retry");
-                        true
+                        Some(jittered(Duration::from_millis(500)))
                     }
                 };
-                let _ = done.send(WriteDone { key, conflict });
+                let _ = done.send(WriteDone { key, retry_after });
             });
         }
     };
@@ -481,10 +491,14 @@ async fn lead(
             _ = caches.changed.notified() => {}
             Some(done) = done_rx.recv() => {
                 in_flight.remove(&done.key);
-                if done.conflict || deferred.remove(&done.key) {
-                    // Give the watch a moment to deliver the newer object.
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    caches.dirty.lock().unwrap_or_else(|p| p.into_inner()).services.insert(done.key);
+                let was_deferred = deferred.remove(&done.key);
+                if let Some(delay) = done.retry_after.or(was_deferred.then_some(Duration::ZERO)) {
+                    let caches = caches.clone();
+                    tasks.spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        caches.dirty.lock().unwrap_or_else(|p| p.into_inner()).services.insert(done.key);
+                        caches.changed.notify_one();
+                    });
                 }
             }
             _ = pool_tick.tick() => {
