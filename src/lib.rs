@@ -11,6 +11,7 @@ pub mod bench;
 pub mod cluster;
 pub mod controller;
 pub mod election;
+pub mod flags;
 pub mod ipam;
 pub mod l2;
 pub mod lab;

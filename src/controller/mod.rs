@@ -58,7 +58,7 @@ pub struct ControllerArgs {
     pub identity: Option<String>,
     /// How long a leader's Lease lasts without renewal; a standby takes over
     /// after this when the leader dies without stepping down.
-    #[arg(long, default_value = "8s", value_parser = parse_duration)]
+    #[arg(long, default_value = "8s", value_parser = crate::flags::parse_duration)]
     pub lease_duration: Duration,
     /// Address for `/metrics`, `/healthz` and `/readyz`.
     #[arg(long, env = "L2LB_METRICS_ADDR", default_value = "0.0.0.0:7472")]
@@ -66,23 +66,6 @@ pub struct ControllerArgs {
     /// At most this many status writes in flight at once.
     #[arg(long, default_value_t = 32)]
     pub max_concurrent_writes: usize,
-}
-
-/// Parses durations like `500ms`, `4s`, `2m`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .map(|i| s.split_at(i))
-        .ok_or_else(|| format!("{s:?}: give a unit, e.g. 500ms, 4s or 1m"))?;
-    let n: f64 = num.parse().map_err(|_| format!("{s:?}: not a number"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m)")),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
 }
 
 /// Validated controller configuration.

@@ -37,7 +37,7 @@ pub struct LabArgs {
     #[arg(long, default_value = "config")]
     pub config_dir: PathBuf,
     /// Speakers' lease duration (crash failover takes about this long).
-    #[arg(long, default_value = "4s", value_parser = crate::controller::parse_duration)]
+    #[arg(long, default_value = "4s", value_parser = crate::flags::parse_duration)]
     pub lease_duration: Duration,
 }
 

@@ -28,6 +28,7 @@ use crate::api::{
     ALLOCATED_FROM_POOL_ANNOTATION, EXCLUDE_LB_LABEL, IPAddressPool, L2Advertisement,
 };
 use crate::api::{LOAD_BALANCER_CLASS, selectors};
+use crate::ipam::Allocator;
 use crate::labels::{Labels, Selector};
 
 /// Lease annotation where a speaker publishes its interface names (comma-separated).
@@ -150,6 +151,13 @@ pub fn eligibility(view: &ClusterView) -> BTreeMap<IpAddr, VipPlan> {
         .filter_map(CompiledAd::compile)
         .collect();
     let endpoints = usable_endpoints(view);
+    let mut pools = Allocator::new();
+    pools.set_pools(
+        view.pools
+            .values()
+            .filter_map(|p| crate::controller::convert::pool_spec(p).ok())
+            .collect(),
+    );
     let mut out: BTreeMap<IpAddr, VipPlan> = BTreeMap::new();
     for (key, svc) in &view.services {
         if !is_ours(svc) {
@@ -166,7 +174,7 @@ pub fn eligibility(view: &ClusterView) -> BTreeMap<IpAddr, VipPlan> {
             == Some("Local");
         let svc_labels = svc.metadata.labels.clone().unwrap_or_default();
         for vip in ingress_ips(svc) {
-            let Some(pool) = pool_of(view, svc, vip) else {
+            let Some(pool) = pool_of(view, &pools, svc, vip) else {
                 continue;
             };
             let pool_labels = pool.metadata.labels.clone().unwrap_or_default();
@@ -226,69 +234,25 @@ fn is_ours(svc: &Service) -> bool {
             .is_none_or(|c| c == LOAD_BALANCER_CLASS)
 }
 
-/// The Service's VIPs from `status.loadBalancer.ingress[].ip`.
-pub fn ingress_ips(svc: &Service) -> Vec<IpAddr> {
-    svc.status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_deref())
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|i| i.ip.as_deref()?.parse().ok())
-        .collect()
-}
+pub use crate::controller::convert::ingress_ips;
 
 /// The pool a VIP came from: the pool the controller recorded in the
-/// Service's annotation if it exists, otherwise the first pool (by name)
-/// whose addresses contain the VIP.
-fn pool_of<'a>(view: &'a ClusterView, svc: &Service, vip: IpAddr) -> Option<&'a IPAddressPool> {
+/// Service's annotation if there is one, otherwise the pool IPAM says hands
+/// the address out (the older pool for overlapping ones), so the speaker
+/// and the controller never disagree about a VIP's pool.
+fn pool_of<'a>(
+    view: &'a ClusterView,
+    pools: &Allocator,
+    svc: &Service,
+    vip: IpAddr,
+) -> Option<&'a IPAddressPool> {
     let annotated = svc
         .metadata
         .annotations
         .as_ref()
         .and_then(|a| a.get(ALLOCATED_FROM_POOL_ANNOTATION))
         .and_then(|name| view.pools.get(name));
-    annotated.or_else(|| {
-        view.pools
-            .values()
-            .find(|p| p.spec.addresses.iter().any(|a| address_contains(a, vip)))
-    })
-}
-
-/// Whether one `spec.addresses` entry (CIDR, single IP or `first-last`)
-/// contains `ip`. Unparsable entries contain nothing.
-pub fn address_contains(entry: &str, ip: IpAddr) -> bool {
-    let entry = entry.trim();
-    if let Some((first, last)) = entry.split_once('-') {
-        let (Ok(first), Ok(last)) = (
-            first.trim().parse::<IpAddr>(),
-            last.trim().parse::<IpAddr>(),
-        ) else {
-            return false;
-        };
-        return match (first, last, ip) {
-            (IpAddr::V4(f), IpAddr::V4(l), IpAddr::V4(i)) => f <= i && i <= l,
-            (IpAddr::V6(f), IpAddr::V6(l), IpAddr::V6(i)) => f <= i && i <= l,
-            _ => false,
-        };
-    }
-    if let Some((addr, len)) = entry.split_once('/') {
-        let (Ok(addr), Ok(len)) = (addr.parse::<IpAddr>(), len.parse::<u32>()) else {
-            return false;
-        };
-        return match (addr, ip) {
-            (IpAddr::V4(a), IpAddr::V4(i)) if len <= 32 => {
-                let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
-                u32::from(a) & mask == u32::from(i) & mask
-            }
-            (IpAddr::V6(a), IpAddr::V6(i)) if len <= 128 => {
-                let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
-                u128::from(a) & mask == u128::from(i) & mask
-            }
-            _ => false,
-        };
-    }
-    entry.parse::<IpAddr>() == Ok(ip)
+    annotated.or_else(|| view.pools.get(pools.pool_of(vip)?))
 }
 
 /// Nodes with a ready (or serving) endpoint, per Service that has any.
@@ -834,27 +798,6 @@ mod tests {
             ad("all", json!({"nodeSelectors": [{"matchExpressions": [{"key": "k", "operator": "Bogus"}]}]})),
         );
         assert!(eligibility(&v).is_empty());
-    }
-
-    #[test]
-    fn address_entries() {
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert!(address_contains("198.18.0.0/24", ip("198.18.0.255")));
-        assert!(!address_contains("198.18.0.0/24", ip("198.18.1.0")));
-        assert!(address_contains("0.0.0.0/0", ip("1.2.3.4")));
-        assert!(address_contains(
-            "198.18.0.10 - 198.18.0.20",
-            ip("198.18.0.20")
-        ));
-        assert!(!address_contains(
-            "198.18.0.10-198.18.0.20",
-            ip("198.18.0.21")
-        ));
-        assert!(address_contains("198.18.0.7", ip("198.18.0.7")));
-        assert!(address_contains("fd00::/8", ip("fd12::1")));
-        assert!(!address_contains("fd00::/64", ip("198.18.0.1")));
-        assert!(!address_contains("garbage/99", ip("198.18.0.1")));
-        assert!(address_contains("::/0", ip("fd12::1")));
     }
 
     #[test]

@@ -68,19 +68,19 @@ pub struct SpeakerArgs {
     pub namespace: String,
     /// How long the speaker's lease protects it without renewal; peers take
     /// over its VIPs this long after its last renewal. Whole seconds.
-    #[arg(long, env = "L2LB_LEASE_DURATION", default_value = "4s", value_parser = parse_duration)]
+    #[arg(long, env = "L2LB_LEASE_DURATION", default_value = "4s", value_parser = crate::flags::parse_duration)]
     pub lease_duration: Duration,
     /// How often the speaker renews its lease. Each renewal costs two API
     /// requests (read, then patch), so 1.5 s keeps a node under 1.5 requests/s.
-    #[arg(long, env = "L2LB_LEASE_RENEW", default_value = "1500ms", value_parser = parse_duration)]
+    #[arg(long, env = "L2LB_LEASE_RENEW", default_value = "1500ms", value_parser = crate::flags::parse_duration)]
     pub lease_renew: Duration,
     /// How much earlier than its peers' expiry a speaker that cannot renew
     /// stops announcing (covers clock-rate differences and withdraw time).
-    #[arg(long, env = "L2LB_FENCE_MARGIN", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, env = "L2LB_FENCE_MARGIN", default_value = "1s", value_parser = crate::flags::parse_duration)]
     pub fence_margin: Duration,
     /// How long a (re)joining speaker waits before taking VIPs from live
     /// peers, so they have withdrawn first (should exceed watch delivery delay).
-    #[arg(long, env = "L2LB_TAKEOVER_DELAY", default_value = "250ms", value_parser = parse_duration)]
+    #[arg(long, env = "L2LB_TAKEOVER_DELAY", default_value = "250ms", value_parser = crate::flags::parse_duration)]
     pub takeover_delay: Duration,
     /// Address for /metrics, /healthz and /readyz.
     #[arg(long, env = "L2LB_METRICS_ADDR", default_value = "0.0.0.0:7473")]
@@ -93,23 +93,6 @@ pub struct SpeakerArgs {
     /// separated (default: every interface except `lo`).
     #[arg(long, env = "L2LB_INTERFACES", value_delimiter = ',')]
     pub interfaces: Option<Vec<String>>,
-}
-
-/// Parses `250ms`, `4s`, `1.5s` or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 1e-3)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1.0)
-    } else {
-        (s, 1.0)
-    };
-    let v: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (try 500ms or 4s)"))?;
-    Duration::try_from_secs_f64(v * scale).map_err(|e| format!("{s:?}: {e}"))
 }
 
 /// The speaker's validated configuration.
@@ -340,16 +323,6 @@ mod tests {
     }
 
     #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("4s"), Ok(Duration::from_secs(4)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
-        assert!(parse_duration("fast").is_err());
-        assert!(parse_duration("-1s").is_err());
-    }
-
-    #[test]
     fn args_defaults_validate() {
         let cli =
             Cli::try_parse_from(["x", "--node-name", "n1", "--interfaces", "eth0, eth1"]).unwrap();
@@ -357,7 +330,7 @@ mod tests {
         assert_eq!(c.node_name, "n1");
         assert_eq!(c.namespace, "l2lb-system");
         assert_eq!(c.lease_duration, Duration::from_secs(4));
-        assert_eq!(c.lease_renew, Duration::from_secs(1));
+        assert_eq!(c.lease_renew, Duration::from_millis(1500));
         assert_eq!(c.fence_margin, Duration::from_secs(1));
         assert_eq!(
             c.interfaces,
