@@ -20,4 +20,4 @@ cargo clippy --locked --all-targets -- -D warnings
 echo "== manifest validators"
 bash scripts/validate-manifests.sh
 echo "== cargo test (release)"
-cargo test --locked --release --all-targets
+cargo test --locked --release --all-targets --no-fail-fast
