@@ -140,15 +140,7 @@ impl Core {
             .iter()
             .filter(|s| convert::is_ours(s, self.require_class))
             .collect();
-        ours.sort_by_key(|s| {
-            (
-                s.metadata
-                    .creation_timestamp
-                    .as_ref()
-                    .map(|t| t.0.as_second()),
-                convert::service_key(s),
-            )
-        });
+        ours.sort_by_key(|s| age_order(s));
         let mut existing = Vec::new();
         let mut actions = Vec::new();
         for svc in &ours {
@@ -240,15 +232,7 @@ impl Core {
             self.forget(&key);
         }
         let mut sorted: Vec<&Arc<Service>> = services.iter().collect();
-        sorted.sort_by_key(|s| {
-            (
-                s.metadata
-                    .creation_timestamp
-                    .as_ref()
-                    .map(|t| t.0.as_second()),
-                convert::service_key(s),
-            )
-        });
+        sorted.sort_by_key(|s| age_order(s));
         let mut actions = Vec::new();
         for svc in sorted {
             actions.extend(self.reconcile(&convert::service_key(svc), Some(svc), ns_labels));
@@ -521,6 +505,17 @@ pub fn stamp_conditions(
 /// The namespace the controller keeps pools in.
 pub fn pool_namespace() -> &'static str {
     INSTALL_NAMESPACE
+}
+
+/// Oldest first, then namespace/name: the order in which Services are
+/// allocated, so older Services win when addresses are contested.
+fn age_order(svc: &Service) -> (Option<i64>, ServiceKey) {
+    let created = svc
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0.as_second());
+    (created, convert::service_key(svc))
 }
 
 fn join(ips: &[IpAddr]) -> String {
