@@ -42,6 +42,7 @@ fn default_true() -> bool {
     printcolumn = r#"{"name": "IPv6 Assigned", "type": "integer", "jsonPath": ".status.assignedIPv6", "priority": 1}"#,
     printcolumn = r#"{"name": "IPv6 Available", "type": "integer", "jsonPath": ".status.availableIPv6", "priority": 1}"#,
     printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name": "Advertised", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Advertised\")].status"}"#,
     printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]

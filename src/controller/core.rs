@@ -8,8 +8,8 @@
 //! actions out.
 
 use super::convert::{self, ConvertError};
-use crate::api::IPAddressPool;
 use crate::api::{INSTALL_NAMESPACE, IPAddressPoolStatus};
+use crate::api::{IPAddressPool, L2Advertisement};
 use crate::ipam::{Allocator, Assignment, PoolIssueKind, PoolSpec, ServiceKey};
 use crate::labels::Labels;
 use k8s_openapi::api::core::v1::Service;
@@ -382,10 +382,12 @@ impl Core {
     }
 
     /// The status each pool should show: counts per family and conditions
-    /// (`Ready`, `Overlapping` naming the other pool, `Invalid` with the reason).
+    /// (`Ready`, `Invalid` with the reason, `Overlapping` naming the other
+    /// pool, `Advertised` naming the L2Advertisements that announce it).
     pub fn pool_statuses(
         &self,
         pools: &[Arc<IPAddressPool>],
+        ads: &[Arc<L2Advertisement>],
     ) -> BTreeMap<String, IPAddressPoolStatus> {
         let stats: BTreeMap<String, _> = self
             .alloc
@@ -468,6 +470,22 @@ impl Core {
                     },
                 ),
             ];
+            let by = crate::speaker::eligibility::advertisements_of(pool, ads.iter().map(|a| &**a));
+            status.conditions.push(if by.is_empty() {
+                cond(
+                    "Advertised",
+                    false,
+                    "NoAdvertisement",
+                    "no L2Advertisement selects this pool: its addresses are assigned, but no node answers ARP/NDP for them".into(),
+                )
+            } else {
+                cond(
+                    "Advertised",
+                    true,
+                    "Advertised",
+                    format!("announced by L2Advertisement {}", by.join(", ")),
+                )
+            });
             out.insert(name, status);
         }
         out
@@ -881,7 +899,31 @@ mod tests {
         let newer = pool("second", 5, &["198.18.0.2/31", "198.18.0.8/30"]);
         let pools = [older, newer];
         core.start(&[svc("a", 1).build()], &pools, &no_labels);
-        let st = core.pool_statuses(&pools);
+        let only_first: Arc<L2Advertisement> = Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "ad", "namespace": "l2lb-system"},
+                "spec": {"ipAddressPools": ["first"]}
+            }))
+            .unwrap(),
+        );
+        let st = core.pool_statuses(&pools, &[only_first]);
+        let advertised = |pool: &str| {
+            st[pool]
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "Advertised")
+                .map(|c| (c.status.clone(), c.message.clone()))
+                .unwrap()
+        };
+        assert_eq!(advertised("first").0, "True");
+        assert!(advertised("first").1.contains("ad"));
+        assert_eq!(advertised("second").0, "False");
+        assert!(
+            core.pool_statuses(&pools, &[])["first"]
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Advertised" && c.status == "False")
+        );
         assert_eq!(st["first"].assigned_ipv4, 1);
         assert_eq!(st["first"].available_ipv4, 3);
         let overlap = st["second"]

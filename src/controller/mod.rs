@@ -4,7 +4,7 @@
 //! Layout:
 //!
 //! ```text
-//!  watchers (Services, pools, Namespaces) ──► stores + Dirty set ──┐
+//!  watchers (Services, pools, L2Advertisements, Namespaces) ──► stores + Dirty set ──┐
 //!                                                                  ▼
 //!  leader election ──is_leader──► lead loop: Core (pure) ──Actions──► writes (bounded, RV-checked)
 //!                                                          └──────► Events, pool status (debounced)
@@ -21,7 +21,7 @@ pub mod core;
 mod leader;
 mod metrics;
 
-use crate::api::{CONTROLLER_LEASE, INSTALL_NAMESPACE, IPAddressPool};
+use crate::api::{CONTROLLER_LEASE, INSTALL_NAMESPACE, IPAddressPool, L2Advertisement};
 use crate::labels::Labels;
 use crate::telemetry::{self, Health};
 use core::{Action, Core};
@@ -140,6 +140,8 @@ struct Dirty {
     services: HashSet<ServiceKey>,
     /// Pools or namespace labels changed: every Service may be affected.
     pools: bool,
+    /// L2Advertisements changed: only pools' `Advertised` condition is.
+    advertisements: bool,
 }
 
 /// Watch caches shared by standby and leading phases.
@@ -147,6 +149,7 @@ struct Dirty {
 struct Caches {
     services: Store<Service>,
     pools: Store<IPAddressPool>,
+    advertisements: Store<L2Advertisement>,
     namespaces: Store<Namespace>,
     dirty: Arc<Mutex<Dirty>>,
     changed: Arc<Notify>,
@@ -168,6 +171,7 @@ impl Caches {
         let _ = tokio::join!(
             self.services.wait_until_ready(),
             self.pools.wait_until_ready(),
+            self.advertisements.wait_until_ready(),
             self.namespaces.wait_until_ready()
         );
     }
@@ -236,6 +240,27 @@ fn spawn_watchers(client: &Client, namespace: &str, tasks: &mut JoinSet<()>) -> 
         }
     });
 
+    let (advertisements, writer) = reflector::store();
+    let stream = reflector::reflector(
+        writer,
+        watcher(
+            Api::<L2Advertisement>::namespaced(client.clone(), namespace),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff();
+    let m = mark.clone();
+    tasks.spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(watcher::Event::Init) => {}
+                Ok(_) => m(&|d: &mut Dirty| d.advertisements = true),
+                Err(e) => tracing::warn!(error = %e, "L2Advertisement watch failed; retrying"),
+            }
+        }
+    });
+
     let (namespaces, writer) = reflector::store();
     let stream = reflector::reflector(
         writer,
@@ -263,6 +288,7 @@ fn spawn_watchers(client: &Client, namespace: &str, tasks: &mut JoinSet<()>) -> 
     Caches {
         services,
         pools,
+        advertisements,
         namespaces,
         dirty,
         changed,
@@ -487,13 +513,15 @@ async fn lead(
             _ = pool_tick.tick() => {
                 if pool_status_dirty {
                     pool_status_dirty = false;
-                    write_pool_statuses(client, &config.namespace, &core, &caches.pools.state()).await;
+                    let (pools, ads) = (caches.pools.state(), caches.advertisements.state());
+                    write_pool_statuses(client, &config.namespace, &core, &pools, &ads).await;
                 }
                 while tasks.try_join_next().is_some() {}
                 continue;
             }
         }
         let dirty = caches.take_dirty();
+        pool_status_dirty |= dirty.advertisements;
         if !dirty.pools && dirty.services.is_empty() {
             continue;
         }
@@ -572,10 +600,11 @@ async fn write_pool_statuses(
     namespace: &str,
     core: &Core,
     pools: &[Arc<IPAddressPool>],
+    ads: &[Arc<L2Advertisement>],
 ) {
     let api: Api<IPAddressPool> = Api::namespaced(client.clone(), namespace);
     let now = jiff::Timestamp::now();
-    for (name, mut status) in core.pool_statuses(pools) {
+    for (name, mut status) in core.pool_statuses(pools, ads) {
         let Some(pool) = pools.iter().find(|p| p.name_any() == name) else {
             continue;
         };

@@ -217,6 +217,22 @@ pub fn eligibility(view: &ClusterView) -> BTreeMap<IpAddr, VipPlan> {
     out
 }
 
+/// Names of the advertisements that announce `pool` (for the pool's
+/// `Advertised` condition). An advertisement with an invalid selector
+/// announces nothing, as in [`eligibility`].
+pub fn advertisements_of<'a>(
+    pool: &IPAddressPool,
+    ads: impl IntoIterator<Item = &'a L2Advertisement>,
+) -> Vec<String> {
+    let name = pool.metadata.name.as_deref().unwrap_or_default();
+    let labels = pool.metadata.labels.clone().unwrap_or_default();
+    ads.into_iter()
+        .filter_map(CompiledAd::compile)
+        .filter(|ad| ad.selects_pool(name, &labels))
+        .filter_map(|ad| ad.ad.metadata.name.clone())
+        .collect()
+}
+
 /// A node may announce anything at all.
 fn node_usable(facts: &NodeFacts) -> bool {
     facts.ready && !facts.network_unavailable && !facts.labels.contains_key(EXCLUDE_LB_LABEL)
