@@ -95,15 +95,13 @@ async fn run_speaker(
         )));
     let shutdown = CancellationToken::new();
     tokio::spawn(l2lb::telemetry::cancel_on_signal(shutdown.clone()));
-    let health = Arc::new(l2lb::telemetry::Health::default());
     let listener = tokio::net::TcpListener::bind(config.metrics_addr).await?;
     tokio::spawn(l2lb::telemetry::serve(
         listener,
         Arc::new(registry),
-        health.clone(),
+        config.health.clone(),
         shutdown.clone(),
     ));
-    health.set_ready(true);
     l2lb::speaker::run(config, client, Arc::new(dataplane), shutdown).await?;
     Ok(())
 }

@@ -7,10 +7,13 @@
 //! behaviour is wrong. Figures come from `l2lb bench failover`.
 
 use k8s_openapi::api::core::v1::Service;
-use l2lb::lab::net::require_netns;
+use l2lb::lab::net::{Capture, require_netns};
+use l2lb::lab::probe::{Probe, double_answers};
 use l2lb::lab::world::{Lab, LabOptions};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Instant;
 
 use std::time::Duration;
 
@@ -206,10 +209,6 @@ async fn ipv6_vip_resolves_with_ndp_and_serves_http() {
         serde_json::json!({ "ipFamilies": ["IPv4", "IPv6"], "ipFamilyPolicy": "RequireDualStack" });
     let vips = demo(&lab, spec, 2, &[0, 1, 2]).await;
     let v6 = *vips.iter().find(|v| v.is_ipv6()).expect("an IPv6 VIP");
-    // Not waiting on ServiceL2Status here: in one CI run a dual-stack
-    // Service's status object did not appear although both VIPs were
-    // announced (followed up under the speaker issue); this test is about
-    // what the client sees.
     let node_macs: Vec<String> = (0..3).map(|i| lab.mac_of(i)).collect();
     // The IPv6 VIP is elected on its own: any node may own it, exactly one answers.
     let want = eventually("ndisc6 to resolve the IPv6 VIP", || {
@@ -224,6 +223,237 @@ async fn ipv6_vip_resolves_with_ndp_and_serves_http() {
         .run(&["ip", "-6", "neigh", "show", &v6.to_string()])
         .unwrap();
     assert!(String::from_utf8_lossy(&neigh.stdout).contains(&want));
+
+    // Each family's VIP is elected on its own; every node that announces
+    // one holds a ServiceL2Status, and none is deleted by the other.
+    let v4 = *vips.iter().find(|v| v.is_ipv4()).expect("an IPv4 VIP");
+    let owner4 = eventually("arping the IPv4 VIP", || lab.arping(v4))
+        .await
+        .mac;
+    let expect: BTreeSet<String> = [owner4, want]
+        .iter()
+        .map(|m| lab.node_of_mac(m).expect("a node's MAC"))
+        .collect();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let owners = lab.owners("default", "demo").await;
+        if owners == expect {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ServiceL2Status on {owners:?}, want {expect:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // And they stay: a second look after the takeover clean-ups ran.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(lab.owners("default", "demo").await, expect);
+}
+
+/// ARP replies captured at the client for `filter`, as (time, sender IP, sender MAC).
+fn arp_replies(pcap: &std::path::Path, filter: &str) -> Vec<(f64, IpAddr, String)> {
+    let text = Capture::decode(
+        pcap,
+        &format!("arp.opcode == 2 && {filter}"),
+        &[
+            "frame.time_relative",
+            "arp.src.proto_ipv4",
+            "arp.src.hw_mac",
+        ],
+    )
+    .unwrap();
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split('\t');
+            Some((
+                f.next()?.parse().ok()?,
+                f.next()?.parse().ok()?,
+                f.next()?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// Consecutive duplicates collapsed: the order in which answers changed.
+fn runs<T: PartialEq + Clone>(items: impl IntoIterator<Item = T>) -> Vec<T> {
+    let mut out: Vec<T> = Vec::new();
+    for i in items {
+        if out.last() != Some(&i) {
+            out.push(i);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_vips_are_each_answered_by_exactly_the_elected_node() {
+    if !require_netns("thirty_vips_are_each_answered_by_exactly_the_elected_node") {
+        return;
+    }
+    let _g = SERIAL.lock().await;
+    let lab = lab("e2e-30").await;
+    // The default pool has 21 IPv4 addresses; a second pool makes room.
+    lab.apply(serde_json::json!({
+        "apiVersion": "l2lb.io/v1beta1", "kind": "IPAddressPool",
+        "metadata": { "name": "more", "namespace": "l2lb-system" },
+        "spec": { "addresses": ["198.18.0.130-198.18.0.160"] },
+    }))
+    .await
+    .unwrap();
+    lab.apply(serde_json::json!({
+        "apiVersion": "l2lb.io/v1beta1", "kind": "L2Advertisement",
+        "metadata": { "name": "more", "namespace": "l2lb-system" },
+        "spec": { "ipAddressPools": ["more"] },
+    }))
+    .await
+    .unwrap();
+    let names: Vec<String> = (0..30).map(|i| format!("svc{i:02}")).collect();
+    for n in &names {
+        lab.create_service(service(n, serde_json::json!({})), &[0, 1, 2])
+            .await
+            .unwrap();
+    }
+    let nodes: Vec<String> = (0..3).map(|i| lab.node(i).name.clone()).collect();
+    let mut elected: BTreeMap<IpAddr, String> = BTreeMap::new();
+    for n in &names {
+        let vip = lab.wait_vips("default", n, 1, WAIT).await.unwrap()[0];
+        let owner = l2lb::election::owner(vip, nodes.iter().map(String::as_str)).unwrap();
+        elected.insert(vip, owner.to_string());
+        // The status names the elected node (and only it) once settled.
+        let want = BTreeSet::from([owner.to_string()]);
+        let deadline = Instant::now() + WAIT;
+        while lab.owners("default", n).await != want {
+            assert!(
+                Instant::now() < deadline,
+                "{n} ({vip}) status never named {owner}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert_eq!(elected.len(), 30, "30 distinct VIPs");
+
+    let c = lab.client_host().clone();
+    let cap = c
+        .capture(&lab.lan, &lab.opts.log_dir.join("thirty.pcap"))
+        .unwrap();
+    for vip in elected.keys() {
+        // Each VIP is asked three times; answers are counted in the capture.
+        c.command("arping")
+            .args(["-c", "3", "-W", "0.02", "-i", &c.iface, &vip.to_string()])
+            .output()
+            .unwrap();
+    }
+    let pcap = cap.stop().unwrap();
+    let mut answers: BTreeMap<IpAddr, BTreeSet<String>> = BTreeMap::new();
+    for (_, ip, mac) in arp_replies(&pcap, "arp.src.proto_ipv4 >= 198.18.0.100") {
+        answers.entry(ip).or_default().insert(mac);
+    }
+    let mut per_node: BTreeMap<&str, usize> = BTreeMap::new();
+    for (vip, owner) in &elected {
+        let mac = lab.mac_of(owner_index(&lab, owner));
+        assert_eq!(
+            answers.get(vip),
+            Some(&BTreeSet::from([mac])),
+            "{vip}: answered by exactly its elected owner {owner}"
+        );
+        *per_node.entry(owner).or_default() += 1;
+    }
+    // Rendezvous spreads 30 VIPs over all three nodes.
+    assert_eq!(per_node.len(), 3, "every node owns some VIPs: {per_node:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_from_the_api_server_goes_quiet_before_a_peer_answers() {
+    if !require_netns("a_node_cut_from_the_api_server_goes_quiet_before_a_peer_answers") {
+        return;
+    }
+    let _g = SERIAL.lock().await;
+    let lab = lab("e2e-fence").await;
+    let vip = demo(&lab, serde_json::json!({}), 1, &[0, 1, 2]).await[0];
+    let owner = lab.wait_owner("default", "demo", None, WAIT).await.unwrap();
+    let idx = owner_index(&lab, &owner);
+    let owner_mac = lab.mac_of(idx);
+    eventually("the owner answers ARP", || {
+        lab.arping(vip).filter(|a| a.mac == owner_mac)
+    })
+    .await;
+
+    let c = lab.client_host().clone();
+    let cap = c
+        .capture(&lab.lan, &lab.opts.log_dir.join("fence.pcap"))
+        .unwrap();
+    let probe = Probe::arp(
+        c.command("arping"),
+        &c.iface,
+        vip,
+        Duration::from_millis(10),
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Only the API server becomes unreachable from the owner; its LAN link,
+    // speaker process and dataplane stay up.
+    let api = lab.lan.gateway_ipv4().to_string();
+    let rule = [
+        "OUTPUT", "-p", "tcp", "-d", &api, "--dport", "6443", "-j", "DROP",
+    ];
+    let node = lab.node(idx).clone();
+    node.iptables(&[&["-I"][..], &rule[..]].concat()).unwrap();
+    let cut = Instant::now();
+    let peer_mac = eventually("a peer to answer", || {
+        probe
+            .samples()
+            .into_iter()
+            .find(|s| s.at > cut && s.what != owner_mac)
+            .map(|s| s.what)
+    })
+    .await;
+    // The cut node must stay quiet while it cannot renew.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    node.iptables(&[&["-D"][..], &rule[..]].concat()).unwrap();
+    let healed = Instant::now();
+    eventually("the owner to answer again after reconnecting", || {
+        probe
+            .samples()
+            .into_iter()
+            .find(|s| s.at > healed && s.what == owner_mac)
+    })
+    .await;
+    // Long enough to see any flapping back and forth.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let samples = probe.stop();
+    let pcap = cap.stop().unwrap();
+
+    assert_eq!(
+        double_answers(&samples),
+        0,
+        "two nodes answered one request"
+    );
+    let seen = runs(
+        samples
+            .iter()
+            .filter(|s| s.at >= cut)
+            .map(|s| s.what.clone()),
+    );
+    assert_eq!(
+        seen,
+        [owner_mac.clone(), peer_mac.clone(), owner_mac.clone()],
+        "answers: owner, then one peer, then the owner again, with no flapping"
+    );
+    // Every reply on the wire (gratuitous ones too) tells the same story:
+    // the cut node's last reply comes before the peer's first one.
+    let wire = runs(
+        arp_replies(&pcap, &format!("arp.src.proto_ipv4 == {vip}"))
+            .into_iter()
+            .map(|(_, _, mac)| mac),
+    );
+    assert_eq!(
+        wire,
+        [owner_mac.clone(), peer_mac, owner_mac],
+        "replies on the wire"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -328,12 +328,9 @@ impl Lab {
             "--lease-duration",
             &lease,
         ]);
-        cmd.args([
-            "--metrics-addr",
-            "127.0.0.1:7473",
-            "--default-interface",
-            &host.iface,
-        ]);
+        // No --default-interface: the speaker finds the interface holding
+        // the Node's InternalIP, as it does in a cluster.
+        cmd.args(["--metrics-addr", "127.0.0.1:7473"]);
         let log = self.log_file(&format!("{}-speaker", host.name))?;
         cmd.stdout(Stdio::null()).stderr(log);
         self.speakers[i] = Some(host.spawn(&self.lan, cmd)?);
@@ -531,14 +528,23 @@ impl Lab {
 
     /// The node announcing `ns/name`, from its ServiceL2Status.
     pub async fn owner(&self, ns: &str, name: &str) -> Option<String> {
+        self.owners(ns, name).await.into_iter().next()
+    }
+
+    /// Every node holding a ServiceL2Status for `ns/name` (two when a
+    /// dual-stack Service's VIPs are elected to different nodes).
+    pub async fn owners(&self, ns: &str, name: &str) -> std::collections::BTreeSet<String> {
         let api: Api<ServiceL2Status> = Api::namespaced(self.client.clone(), INSTALL_NAMESPACE);
         let lp = ListParams::default().labels(&format!("{STATUS_SERVICE_NAME_LABEL}={name}"));
-        let list = api.list(&lp).await.ok()?;
+        let Ok(list) = api.list(&lp).await else {
+            return Default::default();
+        };
         list.items
             .into_iter()
             .filter_map(|s| s.status)
-            .find(|s| s.service_namespace == ns)
+            .filter(|s| s.service_namespace == ns)
             .map(|s| s.node)
+            .collect()
     }
 
     /// Waits until `ns/name` is announced by some node (other than `not`).

@@ -150,6 +150,10 @@ pub struct Actions {
     pub status_delete: Vec<ServiceKey>,
     /// Services that just got this node as owner (one `nodeAssigned` Event each).
     pub assigned: Vec<ServiceKey>,
+    /// For each Service in `assigned`: the other nodes that own another of
+    /// its VIPs (a dual-stack Service's two VIPs are elected apart). Their
+    /// `ServiceL2Status` objects are current; any other node's is stale.
+    pub co_owners: BTreeMap<ServiceKey, BTreeSet<String>>,
     /// VIPs whose owner (as computed here, any node) changed.
     pub election_changes: u64,
 }
@@ -352,6 +356,20 @@ impl Core {
         }
     }
 
+    /// This node's `InternalIP` addresses as its Node object gives them.
+    pub fn own_internal_ips(&self) -> &[IpAddr] {
+        self.node_facts
+            .get(&self.node)
+            .map(|f| f.internal_ips.as_slice())
+            .unwrap_or_default()
+    }
+
+    /// Sets the interface for advertisements that name none (it follows the
+    /// Node's `InternalIP`, which may arrive or change after start).
+    pub fn set_default_interface(&mut self, interface: Option<String>) {
+        self.default_interface = interface;
+    }
+
     /// Stop announcing anything (graceful shutdown); the next decision withdraws all.
     pub fn stop(&mut self) {
         self.stopping = true;
@@ -365,6 +383,15 @@ impl Core {
     /// Whether every watcher has listed once.
     pub fn synced(&self) -> bool {
         self.synced.all()
+    }
+
+    /// Whether renewing our lease is useful at `now`. A fenced speaker whose
+    /// watches have not all listed could not announce anything, yet its
+    /// renewal would make peers see it live and withdraw its VIPs: clients
+    /// would get no answer until it synced. So it rejoins only once synced;
+    /// a speaker still protected by its lease always renews.
+    pub fn may_renew(&self, now: Instant) -> bool {
+        self.synced() || !self.fence.is_fenced(now)
     }
 
     /// Whether our own lease no longer protects us at `now`.
@@ -428,6 +455,7 @@ impl Core {
         // Desired VIP -> interfaces, and Service -> interfaces.
         let mut want: BTreeMap<IpAddr, BTreeSet<String>> = BTreeMap::new();
         let mut want_status: BTreeMap<ServiceKey, BTreeSet<String>> = BTreeMap::new();
+        let mut co_owners: BTreeMap<ServiceKey, BTreeSet<String>> = BTreeMap::new();
         if self.synced() {
             self.rebuild_node_facts();
             self.plan = eligibility(&self.view);
@@ -481,6 +509,16 @@ impl Core {
                 }
                 owners.insert(*vip, owner);
             }
+            for svc in want_status.keys() {
+                let others: BTreeSet<String> = self
+                    .plan
+                    .iter()
+                    .filter(|(_, p)| p.services.contains(svc))
+                    .filter_map(|(vip, _)| owners.get(vip).cloned().flatten())
+                    .filter(|n| *n != self.node)
+                    .collect();
+                co_owners.insert(svc.clone(), others);
+            }
             // VIPs that left the plan had an owner and now have none.
             actions.election_changes += self
                 .owners
@@ -521,6 +559,9 @@ impl Core {
                 None => {
                     actions.status_upsert.push((svc.clone(), ifaces.clone()));
                     actions.assigned.push(svc.clone());
+                    actions
+                        .co_owners
+                        .insert(svc.clone(), co_owners.remove(svc).unwrap_or_default());
                 }
             }
         }
@@ -753,6 +794,57 @@ mod tests {
         assert_eq!(seen.len(), 30);
         for (vip, who) in seen {
             assert_eq!(who, [owner_of(vip, &NODES)], "{vip}");
+        }
+    }
+
+    #[test]
+    fn a_fenced_speaker_rejoins_only_once_synced() {
+        let t0 = Instant::now();
+        let c = Core::new("node-a", TIMING, None, Some("eth0".into()));
+        assert!(!c.may_renew(t0), "fenced and nothing listed");
+        let mut c = core("node-a", t0);
+        assert!(c.may_renew(t0), "synced");
+        c.apply(Input::Renewed { sent_at: t0 }, t0);
+        c.apply(Input::Lease(Change::Broken), t0);
+        assert!(!c.synced());
+        assert!(
+            c.may_renew(t0),
+            "protected: keeps renewing through a watch failure"
+        );
+        assert!(!c.may_renew(t0 + D), "fenced and the lease watch is down");
+    }
+
+    #[test]
+    fn owners_of_a_services_other_vips_are_named_as_co_owners() {
+        // Two VIPs of one Service (as for dual-stack) elected to two nodes:
+        // each owner's takeover must keep the other's status object.
+        let t0 = Instant::now();
+        let (a, b) = vips()
+            .iter()
+            .flat_map(|a| vips().into_iter().map(move |b| (*a, b)))
+            .find(|(a, b)| owner_of(*a, &NODES) != owner_of(*b, &NODES))
+            .unwrap();
+        let two: Service = obj(json!({
+            "metadata": {"name": "two", "namespace": "default"},
+            "spec": {"type": "LoadBalancer"},
+            "status": {"loadBalancer": {"ingress": [{"ip": a.to_string()}, {"ip": b.to_string()}]}}
+        }));
+        let key = ServiceKey {
+            namespace: "default".into(),
+            name: "two".into(),
+        };
+        for me in [owner_of(a, &NODES), owner_of(b, &NODES)] {
+            let mut c = core(&me, t0);
+            c.apply(Input::Service(Change::Apply(two.clone())), t0);
+            c.apply(Input::Slice(Change::Apply(slice("two"))), t0);
+            c.apply(Input::Renewed { sent_at: t0 }, t0);
+            let acts = c.decide(t0);
+            assert!(acts.assigned.contains(&key), "{me}");
+            let other: BTreeSet<String> = [owner_of(a, &NODES), owner_of(b, &NODES)]
+                .into_iter()
+                .filter(|n| *n != me)
+                .collect();
+            assert_eq!(acts.co_owners[&key], other, "{me}");
         }
     }
 

@@ -62,6 +62,9 @@ pub struct NodeFacts {
     pub network_unavailable: bool,
     /// Interface names the node's speaker published; `None` = unknown, assume any.
     pub interfaces: Option<BTreeSet<String>>,
+    /// The Node's `InternalIP` addresses (its speaker's default interface
+    /// is the one holding them).
+    pub internal_ips: Vec<std::net::IpAddr>,
 }
 
 impl NodeFacts {
@@ -82,6 +85,15 @@ impl NodeFacts {
             ready: is_true("Ready"),
             network_unavailable: is_true("NetworkUnavailable"),
             interfaces: None,
+            internal_ips: node
+                .status
+                .as_ref()
+                .and_then(|s| s.addresses.as_deref())
+                .unwrap_or_default()
+                .iter()
+                .filter(|a| a.type_ == "InternalIP")
+                .filter_map(|a| a.address.parse().ok())
+                .collect(),
         }
     }
 
@@ -392,6 +404,7 @@ mod tests {
             ready: true,
             network_unavailable: false,
             interfaces: None,
+            internal_ips: Vec::new(),
         }
     }
 
@@ -512,12 +525,21 @@ mod tests {
             "status": {"conditions": [
                 {"type": "Ready", "status": "True"},
                 {"type": "NetworkUnavailable", "status": "True"}
+            ], "addresses": [
+                {"type": "Hostname", "address": "n"},
+                {"type": "InternalIP", "address": "198.18.0.11"},
+                {"type": "ExternalIP", "address": "198.19.0.11"},
+                {"type": "InternalIP", "address": "fd00::11"},
+                {"type": "InternalIP", "address": "garbage"}
             ]}
         }))
         .unwrap();
         let f = NodeFacts::from_node(&node);
         assert!(f.ready && f.network_unavailable);
         assert_eq!(f.labels["a"], "b");
+        let ips: Vec<std::net::IpAddr> =
+            vec!["198.18.0.11".parse().unwrap(), "fd00::11".parse().unwrap()];
+        assert_eq!(f.internal_ips, ips);
         let unknown: Node = serde_json::from_value(json!({"metadata": {"name": "n"},
             "status": {"conditions": [{"type": "Ready", "status": "Unknown"}]}}))
         .unwrap();

@@ -70,9 +70,9 @@ pub struct SpeakerArgs {
     /// over its VIPs this long after its last renewal. Whole seconds.
     #[arg(long, env = "L2LB_LEASE_DURATION", default_value = "4s", value_parser = crate::flags::parse_duration)]
     pub lease_duration: Duration,
-    /// How often the speaker renews its lease. Each renewal costs two API
-    /// requests (read, then patch), so 1.5 s keeps a node under 1.5 requests/s.
-    #[arg(long, env = "L2LB_LEASE_RENEW", default_value = "1500ms", value_parser = crate::flags::parse_duration)]
+    /// How often the speaker renews its lease. Each renewal is one API
+    /// request (a PATCH conditional on the lease's resourceVersion).
+    #[arg(long, env = "L2LB_LEASE_RENEW", default_value = "1s", value_parser = crate::flags::parse_duration)]
     pub lease_renew: Duration,
     /// How much earlier than its peers' expiry a speaker that cannot renew
     /// stops announcing (covers clock-rate differences and withdraw time).
@@ -86,7 +86,8 @@ pub struct SpeakerArgs {
     #[arg(long, env = "L2LB_METRICS_ADDR", default_value = "0.0.0.0:7473")]
     pub metrics_addr: SocketAddr,
     /// Interface for advertisements that name none (default: the interface
-    /// of the IPv4 default route, else of the IPv6 default route).
+    /// holding the Node's InternalIP, else that of the IPv4 default route,
+    /// else of the IPv6 default route).
     #[arg(long, env = "L2LB_DEFAULT_INTERFACE")]
     pub default_interface: Option<String>,
     /// Interfaces this node offers to advertisements' `interfaces`, comma
@@ -112,13 +113,17 @@ pub struct SpeakerConfig {
     pub takeover_delay: Duration,
     /// Where the caller serves metrics and health.
     pub metrics_addr: SocketAddr,
-    /// Interface for advertisements without `interfaces`; `None` = detect.
+    /// Interface for advertisements without `interfaces`; `None` = the one
+    /// holding the Node's InternalIP, else the default-route interface.
     pub default_interface: Option<String>,
     /// Interfaces this node offers; `None` = detect.
     pub interfaces: Option<BTreeSet<String>>,
     /// Metrics handles; register them in the caller's registry with
     /// [`SpeakerMetrics::register`] before [`run`].
     pub metrics: SpeakerMetrics,
+    /// Readiness for `/readyz`: every watch has listed and the speaker's own
+    /// lease protects it (not fenced). Serve it with `telemetry::serve`.
+    pub health: Arc<crate::telemetry::Health>,
 }
 
 /// Why the configuration is unusable.
@@ -151,13 +156,14 @@ impl SpeakerConfig {
             node_name: node_name.into(),
             namespace: crate::api::INSTALL_NAMESPACE.to_string(),
             lease_duration: Duration::from_secs(4),
-            lease_renew: Duration::from_millis(1500),
+            lease_renew: Duration::from_secs(1),
             fence_margin: Duration::from_secs(1),
             takeover_delay: Duration::from_millis(250),
             metrics_addr: SocketAddr::from(([0, 0, 0, 0], 7473)),
             default_interface: None,
             interfaces: None,
             metrics: SpeakerMetrics::default(),
+            health: Arc::default(),
         }
     }
 
@@ -213,6 +219,7 @@ impl TryFrom<SpeakerArgs> for SpeakerConfig {
                     .collect()
             }),
             metrics: SpeakerMetrics::default(),
+            health: Arc::default(),
         };
         c.validate()?;
         Ok(c)
@@ -330,7 +337,7 @@ mod tests {
         assert_eq!(c.node_name, "n1");
         assert_eq!(c.namespace, "l2lb-system");
         assert_eq!(c.lease_duration, Duration::from_secs(4));
-        assert_eq!(c.lease_renew, Duration::from_millis(1500));
+        assert_eq!(c.lease_renew, Duration::from_secs(1));
         assert_eq!(c.fence_margin, Duration::from_secs(1));
         assert_eq!(
             c.interfaces,

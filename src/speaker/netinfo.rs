@@ -1,10 +1,34 @@
-//! The node's own interfaces and its default-route interface, read from
-//! procfs/sysfs.
+//! The node's own interfaces, the one holding the node's address, and the
+//! default-route interface, read from procfs/sysfs and getifaddrs.
 //!
 //! Owns only discovery of names; the parsers are pure and tested on fixed
 //! text. It must never change any network configuration.
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+/// The first interface in `interfaces` (name, addresses) holding one of
+/// `wanted`, trying `wanted` in order (the Node's first InternalIP wins).
+pub fn interface_holding<'a>(
+    interfaces: &'a [(String, Vec<IpAddr>)],
+    wanted: &[IpAddr],
+) -> Option<&'a str> {
+    wanted.iter().find_map(|ip| {
+        interfaces
+            .iter()
+            .find(|(name, addrs)| name != "lo" && addrs.contains(ip))
+            .map(|(name, _)| name.as_str())
+    })
+}
+
+/// The interface of this network namespace that holds one of `ips`.
+pub fn interface_with_address(ips: &[IpAddr]) -> Option<String> {
+    let all: Vec<(String, Vec<IpAddr>)> = pnet::datalink::interfaces()
+        .into_iter()
+        .map(|i| (i.name, i.ips.iter().map(|n| n.ip()).collect()))
+        .collect();
+    interface_holding(&all, ips).map(str::to_string)
+}
 
 /// Interface of the first IPv4 default route in `/proc/net/route` text.
 pub fn default_route_v4(proc_net_route: &str) -> Option<String> {
@@ -51,6 +75,25 @@ pub fn interfaces() -> BTreeSet<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn picks_the_interface_holding_the_first_node_address() {
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let ifaces = vec![
+            ("lo".to_string(), vec![ip("198.18.0.11")]),
+            ("eth0".to_string(), vec![ip("198.19.0.5")]),
+            ("eth1".to_string(), vec![ip("198.18.0.11"), ip("fd00::11")]),
+        ];
+        assert_eq!(
+            interface_holding(&ifaces, &[ip("198.18.0.11")]),
+            Some("eth1")
+        );
+        assert_eq!(
+            interface_holding(&ifaces, &[ip("198.18.9.9"), ip("198.19.0.5")]),
+            Some("eth0")
+        );
+        assert_eq!(interface_holding(&ifaces, &[ip("198.18.9.9")]), None);
+    }
 
     #[test]
     fn parses_ipv4_default_route() {

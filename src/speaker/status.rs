@@ -34,15 +34,17 @@ const RETRY: Duration = Duration::from_secs(2);
 /// Work for the status writer.
 #[derive(Debug)]
 pub enum StatusMsg {
-    /// This node announces `service` on `interfaces`; `takeover` when it just
-    /// became the owner (stale objects of other nodes are then removed).
+    /// This node announces `service` on `interfaces`. `takeover` is set when
+    /// it just became an owner: other nodes' objects for the Service are then
+    /// removed (a crashed owner never deletes its own), except those of the
+    /// nodes it names, which own another VIP of the same Service.
     Present {
         /// The Service.
         service: ServiceKey,
         /// Interfaces announced on.
         interfaces: BTreeSet<String>,
-        /// Newly owned.
-        takeover: bool,
+        /// Newly owned; the co-owners whose objects stay.
+        takeover: Option<BTreeSet<String>>,
     },
     /// This node no longer announces `service`.
     Absent(ServiceKey),
@@ -84,7 +86,7 @@ pub fn status_name(node: &str, svc: &ServiceKey) -> String {
 enum Want {
     Present {
         interfaces: BTreeSet<String>,
-        takeover: bool,
+        takeover: Option<BTreeSet<String>>,
     },
     Absent,
 }
@@ -171,11 +173,10 @@ fn absorb(
             takeover,
         } => {
             // A takeover not yet written stays a takeover.
-            let takeover = takeover
-                || matches!(
-                    pending.get(&service),
-                    Some(Want::Present { takeover: true, .. })
-                );
+            let takeover = takeover.or_else(|| match pending.get(&service) {
+                Some(Want::Present { takeover, .. }) => takeover.clone(),
+                _ => None,
+            });
             pending.insert(
                 service,
                 Want::Present {
@@ -233,7 +234,7 @@ async fn flush(api: &Api<ServiceL2Status>, node: &str, pending: &mut BTreeMap<Se
             Want::Present {
                 interfaces,
                 takeover,
-            } => write_present(api, node, &svc, interfaces, *takeover).await,
+            } => write_present(api, node, &svc, interfaces, takeover.as_ref()).await,
             Want::Absent => write_absent(api, &status_name(node, &svc)).await,
         };
         match result {
@@ -252,7 +253,7 @@ async fn write_present(
     node: &str,
     svc: &ServiceKey,
     interfaces: &BTreeSet<String>,
-    takeover: bool,
+    takeover: Option<&BTreeSet<String>>,
 ) -> Result<(), kube::Error> {
     let name = status_name(node, svc);
     let mut obj = ServiceL2Status::new(&name, ServiceL2StatusSpec {});
@@ -280,14 +281,16 @@ async fn write_present(
     }});
     api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
         .await?;
-    if takeover {
-        // A crashed previous owner never deleted its object; the new owner does.
+    if let Some(co_owners) = takeover {
         let lp = ListParams::default().labels(&format!(
             "{STATUS_SERVICE_NAMESPACE_LABEL}={},{STATUS_SERVICE_NAME_LABEL}={},{STATUS_NODE_LABEL}!={node}",
             svc.namespace, svc.name
         ));
-        for stale in api.list(&lp).await?.items {
-            write_absent(api, &stale.name_any()).await?;
+        for other in api.list(&lp).await?.items {
+            let holder = other.labels().get(STATUS_NODE_LABEL);
+            if holder.is_none_or(|h| !co_owners.contains(h)) {
+                write_absent(api, &other.name_any()).await?;
+            }
         }
     }
     Ok(())

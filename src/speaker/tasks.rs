@@ -32,7 +32,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event as WatchEvent};
-use kube::{Client, Resource};
+use kube::{Client, Resource, ResourceExt};
 use kube_leader_election::{LeaseLock, LeaseLockParams, LeaseLockResult};
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
@@ -73,11 +73,7 @@ async fn run_inner(
         .interfaces
         .clone()
         .unwrap_or_else(netinfo::interfaces);
-    let default_interface = config
-        .default_interface
-        .clone()
-        .or_else(netinfo::default_interface);
-    info!(node = %node, interfaces = ?own_interfaces, default_interface = ?default_interface, "speaker starting");
+    info!(node = %node, interfaces = ?own_interfaces, default_interface = ?config.default_interface, "speaker starting");
     // A restarted speaker must not keep answering from a previous life.
     announcer.withdraw_all();
     config.metrics.fenced.set(1);
@@ -135,6 +131,7 @@ async fn run_inner(
         lease_ttl: config.lease_duration,
     };
     let renewer_stop = CancellationToken::new();
+    let (may_renew_tx, may_renew) = tokio::sync::watch::channel(false);
     let renewer = tokio::spawn(
         renew(
             LeaseLock::new(client.clone(), ns, lock_params()),
@@ -142,7 +139,7 @@ async fn run_inner(
             lease_name.clone(),
             own_interfaces.clone(),
             config.clone(),
-            tx.clone(),
+            (tx.clone(), may_renew),
             renewer_stop.clone(),
         )
         .instrument(info_span!("lease_renew", lease = %lease_name)),
@@ -167,14 +164,19 @@ async fn run_inner(
         node.clone(),
         config.timing(),
         Some(own_interfaces),
-        default_interface,
+        config.default_interface.clone(),
     );
+    // The Node's InternalIPs the default interface was last resolved for.
+    let mut resolved_for: Option<Vec<IpAddr>> = None;
     let mut first_decision_sent = false;
     let mut retry_at: Option<Instant> = None;
     let result = loop {
         let now = Instant::now();
         if retry_at.is_some_and(|r| r <= now) {
             retry_at = None;
+        }
+        if config.default_interface.is_none() {
+            resolve_default_interface(&mut core, &mut resolved_for);
         }
         let actions = core.decide(now.into_std());
         let failed = execute(&core, &actions, announcer.as_ref(), &status_tx, &node);
@@ -196,10 +198,13 @@ async fn run_inner(
             .metrics
             .announced_vips
             .set(core.announced().len() as i64);
-        config
-            .metrics
-            .fenced
-            .set(i64::from(core.is_fenced(now.into_std())));
+        let fenced = core.is_fenced(now.into_std());
+        may_renew_tx.send_if_modified(|v| {
+            let new = core.may_renew(now.into_std());
+            std::mem::replace(v, new) != new
+        });
+        config.metrics.fenced.set(i64::from(fenced));
+        config.health.set_ready(core.synced() && !fenced);
 
         let wake = [
             core.next_wakeup(now.into_std()).map(Instant::from_std),
@@ -230,6 +235,7 @@ async fn run_inner(
     };
 
     // Graceful hand-over: stop answering first, then tell peers.
+    config.health.set_ready(false);
     core.stop();
     let actions = core.decide(Instant::now().into_std());
     execute(&core, &actions, announcer.as_ref(), &status_tx, &node);
@@ -251,6 +257,23 @@ async fn run_inner(
     let _ = tokio::time::timeout(Duration::from_secs(2), status_task).await;
     tasks.shutdown().await;
     result
+}
+
+/// Points the core's default interface at the interface holding the Node's
+/// InternalIP (else the default-route interface) whenever those IPs change.
+fn resolve_default_interface(core: &mut Core, resolved_for: &mut Option<Vec<IpAddr>>) {
+    let ips = core.own_internal_ips();
+    if resolved_for.as_deref() == Some(ips) {
+        return;
+    }
+    let ips = ips.to_vec();
+    let (iface, why) = match netinfo::interface_with_address(&ips) {
+        Some(i) => (Some(i), "holds the node's InternalIP"),
+        None => (netinfo::default_interface(), "default route"),
+    };
+    info!(interface = ?iface, node_ips = ?ips, reason = why, "default interface");
+    core.set_default_interface(iface);
+    *resolved_for = Some(ips);
 }
 
 /// Carries out `actions`; returns the VIPs whose announce failed.
@@ -311,7 +334,7 @@ fn execute(
         let _ = status_tx.send(StatusMsg::Present {
             service: svc.clone(),
             interfaces: ifaces.clone(),
-            takeover,
+            takeover: takeover.then(|| actions.co_owners.get(svc).cloned().unwrap_or_default()),
         });
         if takeover {
             let on: Vec<&str> = ifaces.iter().map(String::as_str).collect();
@@ -435,51 +458,73 @@ fn spawn_watch<K>(
 }
 
 /// Renews our lease every `lease_renew` and reports each success with the
-/// time its request was sent. Publishes our interfaces on the lease once.
+/// time its request was sent.
+///
+/// A renewal is one PATCH conditional on the resourceVersion our previous
+/// write returned: it succeeds only if nobody touched the lease since, which
+/// proves we still hold it, and costs one request where `LeaseLock` spends
+/// two (GET, then PATCH). `LeaseLock` is used to create or (re)acquire the
+/// lease, and whenever the conditional write finds the lease changed. The
+/// same PATCH publishes our interfaces for peers.
 async fn renew(
     lock: LeaseLock,
     leases: Api<Lease>,
     lease_name: String,
     interfaces: BTreeSet<String>,
     config: SpeakerConfig,
-    tx: mpsc::Sender<Input>,
+    (tx, mut may_renew): (mpsc::Sender<Input>, tokio::sync::watch::Receiver<bool>),
     stop: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(config.lease_renew);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Past this a renewal no longer helps: the fence has closed.
     let attempt_timeout = config.lease_duration - config.fence_margin;
-    let mut published = false;
+    let interfaces: Vec<&str> = interfaces.iter().map(String::as_str).collect();
+    let interfaces = interfaces.join(",");
+    // resourceVersion of our last successful write; None = (re)acquire.
+    let mut held: Option<String> = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
+        if !*may_renew.borrow_and_update() {
+            // Fenced and not synced (see `Core::may_renew`): wait for the
+            // watches, then renew at once rather than on the next tick.
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                r = may_renew.wait_for(|ok| *ok) => if r.is_err() { return },
+            }
+        }
         let sent_at = Instant::now();
+        let attempt = renew_once(
+            &lock,
+            &leases,
+            &lease_name,
+            &interfaces,
+            &config,
+            held.clone(),
+        );
         let outcome = tokio::select! {
             _ = stop.cancelled() => return,
-            r = tokio::time::timeout(attempt_timeout, lock.try_acquire_or_renew()) => r,
+            r = tokio::time::timeout(attempt_timeout, attempt) => r,
         };
         config
             .metrics
             .lease_renew_seconds
             .observe(sent_at.elapsed().as_secs_f64());
         match outcome {
-            Ok(Ok(LeaseLockResult::Acquired(_))) => {
-                if tx
-                    .send(Input::Renewed {
-                        sent_at: sent_at.into_std(),
-                    })
-                    .await
-                    .is_err()
-                {
+            Ok(Ok(Some(rv))) => {
+                held = Some(rv);
+                let renewed = Input::Renewed {
+                    sent_at: sent_at.into_std(),
+                };
+                if tx.send(renewed).await.is_err() {
                     return;
                 }
-                if !published {
-                    published = publish_interfaces(&leases, &lease_name, &interfaces).await;
-                }
             }
-            Ok(Ok(LeaseLockResult::NotAcquired(_))) => {
+            Ok(Ok(None)) => {
+                held = None;
                 // Only after a recent release by our previous run: the
                 // released lease is free once its 1 s duration passes.
                 config.metrics.lease_renew_failures.inc();
@@ -497,23 +542,75 @@ async fn renew(
     }
 }
 
-/// Writes our interface list into the lease's annotation; true on success.
-async fn publish_interfaces(
+/// One renewal: the conditional PATCH when we know our lease's
+/// resourceVersion, else (or when it changed) acquisition through
+/// `LeaseLock` followed by one conditional PATCH that publishes our
+/// interfaces. Returns the new resourceVersion, or None when the lease is
+/// held by someone else.
+async fn renew_once(
+    lock: &LeaseLock,
     leases: &Api<Lease>,
     name: &str,
-    interfaces: &BTreeSet<String>,
-) -> bool {
-    let value: Vec<&str> = interfaces.iter().map(String::as_str).collect();
-    let patch =
-        serde_json::json!({"metadata": {"annotations": {INTERFACES_ANNOTATION: value.join(",")}}});
-    match leases
-        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
-        Ok(_) => true,
-        Err(e) => {
-            debug!(error = %e, "publishing interfaces on the lease failed; will retry");
-            false
+    interfaces: &str,
+    config: &SpeakerConfig,
+    held: Option<String>,
+) -> Result<Option<String>, String> {
+    if let Some(rv) = held {
+        match patch_if_unchanged(leases, name, &rv, interfaces, config).await {
+            Ok(rv) => return Ok(Some(rv)),
+            Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {
+                info!(code = e.code, "own lease changed or vanished; re-acquiring");
+            }
+            Err(e) => return Err(e.to_string()),
         }
     }
+    match lock.try_acquire_or_renew().await {
+        Ok(LeaseLockResult::Acquired(lease)) => {
+            let published = lease
+                .annotations()
+                .get(INTERFACES_ANNOTATION)
+                .is_some_and(|v| v == interfaces);
+            let rv = lease.metadata.resource_version.unwrap_or_default();
+            if published {
+                return Ok(Some(rv));
+            }
+            // The lease is ours; a failure here only delays publishing.
+            match patch_if_unchanged(leases, name, &rv, interfaces, config).await {
+                Ok(rv) => Ok(Some(rv)),
+                Err(e) => {
+                    debug!(error = %e, "publishing interfaces on the lease failed; will retry");
+                    Ok(Some(rv))
+                }
+            }
+        }
+        Ok(LeaseLockResult::NotAcquired(_)) => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Renews `name` with a merge PATCH that fails with 409 unless the lease is
+/// still at `rv`; returns the new resourceVersion.
+async fn patch_if_unchanged(
+    leases: &Api<Lease>,
+    name: &str,
+    rv: &str,
+    interfaces: &str,
+    config: &SpeakerConfig,
+) -> Result<String, kube::Error> {
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(jiff::Timestamp::now());
+    let patch = serde_json::json!({
+        "metadata": {
+            "resourceVersion": rv,
+            "annotations": {INTERFACES_ANNOTATION: interfaces},
+        },
+        "spec": {
+            "holderIdentity": config.node_name,
+            "renewTime": now,
+            "leaseDurationSeconds": config.lease_duration.as_secs(),
+        }
+    });
+    let lease = leases
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(lease.metadata.resource_version.unwrap_or_default())
 }
