@@ -13,27 +13,40 @@ pub enum ClusterError {
     Client(#[from] kube::Error),
 }
 
+use crate::api::rbac::Component;
+
 /// A client for `server` when given (no credentials: the lab's test API
 /// server), otherwise the inferred in-cluster or kubeconfig configuration.
-pub async fn client(server: Option<&url::Url>) -> Result<kube::Client, ClusterError> {
+/// It sends `component`'s User-Agent.
+pub async fn client(
+    server: Option<&url::Url>,
+    component: Component,
+) -> Result<kube::Client, ClusterError> {
     match server {
-        Some(url) => client_for_url(url),
+        Some(url) => client_for_url(url, component),
         None => {
             let config = kube::Config::infer()
                 .await
                 .map_err(|e| ClusterError::Config(e.to_string()))?;
-            Ok(kube::Client::try_from(config)?)
+            build(config, component)
         }
     }
 }
 
-/// A client that talks to `url` with no credentials.
-pub fn client_for_url(url: &url::Url) -> Result<kube::Client, ClusterError> {
+/// A client that talks to `url` with no credentials, as `component`.
+pub fn client_for_url(url: &url::Url, component: Component) -> Result<kube::Client, ClusterError> {
     let uri: http::Uri = url
         .as_str()
         .parse()
         .map_err(|e: http::uri::InvalidUri| ClusterError::Config(e.to_string()))?;
     let mut config = kube::Config::new(uri);
     config.connect_timeout = Some(std::time::Duration::from_secs(3));
+    build(config, component)
+}
+
+fn build(mut config: kube::Config, component: Component) -> Result<kube::Client, ClusterError> {
+    let agent = http::HeaderValue::from_str(&component.user_agent())
+        .map_err(|e| ClusterError::Config(e.to_string()))?;
+    config.headers.push((http::header::USER_AGENT, agent));
     Ok(kube::Client::try_from(config)?)
 }

@@ -1,6 +1,7 @@
 //! The `l2lb` binary: argument parsing and wiring only.
 
 use clap::{Parser, Subcommand};
+use l2lb::api::rbac::Component;
 use tokio_util::sync::CancellationToken;
 
 /// Layer-2 load balancer for bare-metal Kubernetes.
@@ -84,7 +85,7 @@ async fn run_speaker(
     server: Option<url::Url>,
 ) -> anyhow::Result<()> {
     use std::sync::Arc;
-    let client = l2lb::cluster::client(server.as_ref()).await?;
+    let client = l2lb::cluster::client(server.as_ref(), Component::Speaker).await?;
     let dataplane = l2lb::l2::Dataplane::new(l2lb::l2::DataplaneConfig::default());
     let mut registry = prometheus_client::registry::Registry::default();
     config.metrics.register(&mut registry);
@@ -119,7 +120,8 @@ fn main() -> anyhow::Result<()> {
             l2lb::telemetry::init_tracing();
             let config = args.into_config()?;
             runtime()?.block_on(async {
-                let client = l2lb::cluster::client(cli.server.as_ref()).await?;
+                let client =
+                    l2lb::cluster::client(cli.server.as_ref(), Component::Controller).await?;
                 let shutdown = CancellationToken::new();
                 tokio::spawn(l2lb::telemetry::cancel_on_signal(shutdown.clone()));
                 l2lb::controller::run(config, client, shutdown).await?;
@@ -138,7 +140,7 @@ fn main() -> anyhow::Result<()> {
         Command::LabHttp { name, listen } => l2lb::lab::world::serve_backend(&name, listen)?,
         Command::Crds => print!("{}", l2lb::api::crds::yaml()?),
         Command::Status { namespace } => runtime()?.block_on(async {
-            let client = l2lb::cluster::client(cli.server.as_ref()).await?;
+            let client = l2lb::cluster::client(cli.server.as_ref(), Component::Cli).await?;
             let rows = l2lb::status::rows(&client, &namespace).await?;
             print!("{}", l2lb::status::render(&rows));
             anyhow::Ok(())

@@ -29,8 +29,11 @@ pub struct Permission {
     pub scope: Scope,
 }
 
-const READ: &[&str] = &["get", "list", "watch"];
-const WRITE_STATUS: &[&str] = &["update", "patch"];
+// Only what the code does, as the RBAC coverage test in tests/e2e_lab.rs
+// observes it: watched kinds are listed and watched (kube's reflectors
+// never GET one object), and every write is a PATCH (never an UPDATE).
+const READ: &[&str] = &["list", "watch"];
+const WRITE_STATUS: &[&str] = &["patch"];
 const EVENTS: &[&str] = &["create", "patch"];
 
 /// What `l2lb controller` needs.
@@ -72,9 +75,15 @@ pub const CONTROLLER: &[Permission] = &[
         scope: Scope::InstallNamespace,
     },
     Permission {
+        group: "l2lb.io",
+        resource: "l2advertisements",
+        verbs: READ,
+        scope: Scope::InstallNamespace,
+    },
+    Permission {
         group: "coordination.k8s.io",
         resource: "leases",
-        verbs: &["get", "create", "update", "patch"],
+        verbs: &["get", "create", "patch"],
         scope: Scope::InstallNamespace,
     },
 ];
@@ -120,9 +129,7 @@ pub const SPEAKER: &[Permission] = &[
     Permission {
         group: "l2lb.io",
         resource: "servicel2statuses",
-        verbs: &[
-            "get", "list", "watch", "create", "update", "patch", "delete",
-        ],
+        verbs: &["list", "create", "delete"],
         scope: Scope::InstallNamespace,
     },
     Permission {
@@ -134,7 +141,7 @@ pub const SPEAKER: &[Permission] = &[
     Permission {
         group: "coordination.k8s.io",
         resource: "leases",
-        verbs: &["get", "list", "watch", "create", "update", "patch"],
+        verbs: &["get", "list", "watch", "create", "patch"],
         scope: Scope::InstallNamespace,
     },
 ];
@@ -143,11 +150,72 @@ pub const SPEAKER: &[Permission] = &[
 pub const COMPONENTS: [(&str, &[Permission]); 2] =
     [("controller", CONTROLLER), ("speaker", SPEAKER)];
 
+/// Who is calling the API server. Each component's client announces itself
+/// in its User-Agent, so audit logs (and the RBAC coverage test) can tell
+/// which permissions each one really uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Component {
+    /// `l2lb controller` (ServiceAccount `l2lb-controller`).
+    Controller,
+    /// `l2lb speaker` (ServiceAccount `l2lb-speaker`).
+    Speaker,
+    /// `l2lb status` and other commands run by a person with their own credentials.
+    Cli,
+}
+
+impl Component {
+    /// The User-Agent its client sends: `l2lb-<component>/<version>`.
+    pub fn user_agent(self) -> String {
+        let name = match self {
+            Component::Controller => "controller",
+            Component::Speaker => "speaker",
+            Component::Cli => "cli",
+        };
+        format!("l2lb-{name}/{}", env!("CARGO_PKG_VERSION"))
+    }
+
+    /// The component a User-Agent names.
+    pub fn from_user_agent(agent: &str) -> Option<Self> {
+        [Component::Controller, Component::Speaker, Component::Cli]
+            .into_iter()
+            .find(|c| c.user_agent() == agent)
+    }
+
+    /// What its ServiceAccount may do (the CLI runs as the user: nothing
+    /// is granted for it).
+    pub fn permissions(self) -> &'static [Permission] {
+        match self {
+            Component::Controller => CONTROLLER,
+            Component::Speaker => SPEAKER,
+            Component::Cli => &[],
+        }
+    }
+}
+
 /// Whether `table` allows `verb` on `group`/`resource`.
 pub fn allows(table: &[Permission], group: &str, resource: &str, verb: &str) -> bool {
     table
         .iter()
         .any(|p| p.group == group && p.resource == resource && p.verbs.contains(&verb))
+}
+
+/// Whether `table` allows `verb` on `group`/`resource` in `namespace`
+/// (`None`: cluster-wide or a cluster-scoped kind), given the install
+/// namespace: a Role grants only inside it, a ClusterRole everywhere.
+pub fn allows_in(
+    table: &[Permission],
+    group: &str,
+    resource: &str,
+    verb: &str,
+    namespace: Option<&str>,
+    install_namespace: &str,
+) -> bool {
+    table.iter().any(|p| {
+        p.group == group
+            && p.resource == resource
+            && p.verbs.contains(&verb)
+            && (p.scope == Scope::Cluster || namespace == Some(install_namespace))
+    })
 }
 
 fn rules(table: &[Permission], scope: Scope) -> Vec<serde_json::Value> {
@@ -210,6 +278,54 @@ mod tests {
             committed == yaml(crate::api::INSTALL_NAMESPACE).unwrap(),
             "deploy/rbac.yaml is out of date: run `cargo run -- rbac > deploy/rbac.yaml`"
         );
+    }
+
+    #[test]
+    fn roles_grant_only_in_the_install_namespace() {
+        let ns = crate::api::INSTALL_NAMESPACE;
+        let lease = |namespace| {
+            allows_in(
+                SPEAKER,
+                "coordination.k8s.io",
+                "leases",
+                "patch",
+                namespace,
+                ns,
+            )
+        };
+        assert!(lease(Some(ns)));
+        assert!(!lease(Some("default")));
+        assert!(!lease(None));
+        assert!(allows_in(SPEAKER, "", "services", "watch", None, ns));
+        assert!(allows_in(
+            SPEAKER,
+            "",
+            "services",
+            "list",
+            Some("default"),
+            ns
+        ));
+        assert!(!allows_in(
+            SPEAKER,
+            "",
+            "services",
+            "get",
+            Some("default"),
+            ns
+        ));
+    }
+
+    #[test]
+    fn user_agents_name_their_component() {
+        for c in [Component::Controller, Component::Speaker, Component::Cli] {
+            assert_eq!(Component::from_user_agent(&c.user_agent()), Some(c));
+        }
+        assert!(
+            Component::Controller
+                .user_agent()
+                .starts_with("l2lb-controller/")
+        );
+        assert_eq!(Component::from_user_agent("kubectl/v1.33"), None);
     }
 
     #[test]

@@ -152,7 +152,24 @@ pub async fn handle(
         })
     };
     let watch_flag = query_param(&query, "watch").is_some_and(|v| v == "true" || v == "1");
-    server.count(count_key(&method, &route, watch_flag));
+    let key = count_key(&method, &route, watch_flag);
+    if let Route::Object(p) = &route {
+        let agent = req
+            .headers()
+            .get(hyper::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        server.record_access(
+            agent,
+            super::Access {
+                verb: key.0.clone(),
+                group: p.group.clone(),
+                resource: key.1.clone(),
+                namespace: p.namespace.clone(),
+            },
+        );
+    }
+    server.count(key);
 
     let faults = server.faults();
     if faults.is_blocked(peer) || faults.take_drop() {

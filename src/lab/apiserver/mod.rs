@@ -43,7 +43,7 @@ pub mod selectors;
 pub mod store;
 pub mod watch;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -96,11 +96,28 @@ impl RequestCounts {
     }
 }
 
+/// One kind of request, as RBAC sees it: verb on a group's resource, in a
+/// namespace or cluster-wide.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Access {
+    /// get, list, watch, create, update, patch, delete, deletecollection.
+    pub verb: String,
+    /// API group; "" is the core group.
+    pub group: String,
+    /// Resource, with `/subresource` where there is one.
+    pub resource: String,
+    /// The namespace in the path; `None` for cluster-wide requests and
+    /// cluster-scoped kinds.
+    pub namespace: Option<String>,
+}
+
 struct Inner {
     /// Every object and the change history; one lock makes check-then-write atomic.
     store: Mutex<Store>,
     /// Requests seen, for tests and benches that measure API load.
     counts: Mutex<BTreeMap<(String, String), u64>>,
+    /// Kinds of request seen per User-Agent, for the RBAC coverage test.
+    accesses: Mutex<BTreeMap<String, BTreeSet<Access>>>,
     /// Injected failures.
     faults: Faults,
     /// Period of BOOKMARK events on watches that allow them.
@@ -136,6 +153,7 @@ impl ApiServer {
             inner: Arc::new(Inner {
                 store: Mutex::new(Store::new()),
                 counts: Mutex::new(BTreeMap::new()),
+                accesses: Mutex::new(BTreeMap::new()),
                 faults: Faults::default(),
                 bookmark_interval: Mutex::new(Duration::from_secs(5)),
             }),
@@ -249,6 +267,27 @@ impl ApiServer {
         }
     }
 
+    fn record_access(&self, agent: &str, access: Access) {
+        self.inner
+            .accesses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(agent.to_string())
+            .or_default()
+            .insert(access);
+    }
+
+    /// Every kind of object request seen, by the client's User-Agent (l2lb
+    /// components send `l2lb-<component>/<version>`). Discovery is left out:
+    /// RBAC lets every authenticated client read it.
+    pub fn accesses(&self) -> BTreeMap<String, BTreeSet<Access>> {
+        self.inner
+            .accesses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Zeroes the request counts.
     pub fn reset_requests(&self) {
         self.inner
@@ -299,5 +338,5 @@ impl ApiServer {
 /// A kube `Client` talking plain HTTP to `url` (no auth, no TLS), default
 /// namespace `default`. For tests, the lab and `--server` flags.
 pub fn client_for(url: &url::Url) -> Result<kube::Client, crate::cluster::ClusterError> {
-    crate::cluster::client_for_url(url)
+    crate::cluster::client_for_url(url, crate::api::rbac::Component::Cli)
 }
