@@ -157,7 +157,7 @@ fn assert_no_duplicates(all: &BTreeMap<String, Vec<String>>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_services_get_distinct_ips_and_the_next_waits_for_a_free_one() {
-    let (_server, client, _stop) = setup().await;
+    let (server, client, _stop) = setup().await;
     // 198.18.0.0 .. 198.18.3.231 is exactly 1000 addresses.
     add_pool(&client, "big", &["198.18.0.0-198.18.3.231"], json!({})).await;
     let (_ctl, _h) = start_controller(&client, "c1");
@@ -186,6 +186,9 @@ async fn a_thousand_services_get_distinct_ips_and_the_next_waits_for_a_free_one(
     .await;
     let all = ips(&client).await;
     assert_no_duplicates(&all);
+    // Nothing else changes these Services, so one write each: deciding
+    // again on a cached copy older than our own write would write twice.
+    assert_eq!(server.requests().get("patch", "services/status"), 1000);
 
     create(&client, &service("late", json!({}), json!({}))).await;
     eventually(

@@ -33,7 +33,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use metrics::Metrics;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -231,10 +231,23 @@ fn spawn_watchers(client: &Client, namespace: &str, tasks: &mut JoinSet<()>) -> 
     let m = mark.clone();
     tasks.spawn(async move {
         let mut stream = std::pin::pin!(stream);
+        // Spec generation and labels per pool: our own status writes come
+        // back through this watch, and must not re-decide every Service.
+        let mut seen: HashMap<String, (Option<i64>, Labels)> = HashMap::new();
         while let Some(ev) = stream.next().await {
             match ev {
+                Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
+                    let now = (p.metadata.generation, p.labels().clone());
+                    if seen.insert(p.name_any(), now.clone()) != Some(now) {
+                        m(&|d: &mut Dirty| d.pools = true);
+                    }
+                }
+                Ok(watcher::Event::Delete(p)) => {
+                    seen.remove(&p.name_any());
+                    m(&|d: &mut Dirty| d.pools = true);
+                }
                 Ok(watcher::Event::Init) => {}
-                Ok(_) => m(&|d: &mut Dirty| d.pools = true),
+                Ok(watcher::Event::InitDone) => m(&|d: &mut Dirty| d.pools = true),
                 Err(e) => tracing::warn!(error = %e, "IPAddressPool watch failed; retrying"),
             }
         }
@@ -392,6 +405,9 @@ struct WriteDone {
     /// jitter after other errors so a struggling API server is not hammered
     /// in lockstep.
     retry_after: Option<Duration>,
+    /// After a successful write: the resourceVersion it was conditional on.
+    /// Until the watch shows a newer object, the cached one is stale.
+    written_from: Option<String>,
 }
 
 fn jittered(base: Duration) -> Duration {
@@ -426,14 +442,43 @@ async fn lead(
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<WriteDone>();
     let mut in_flight: HashSet<ServiceKey> = HashSet::new();
     let mut deferred: HashSet<ServiceKey> = HashSet::new();
+    // Services whose cached object predates our own landed write (by the
+    // resourceVersion the write was conditional on). Deciding on such an
+    // object would write again and fail with 409; the watch delivers the
+    // newer object and marks the Service dirty anyway.
+    let mut written_from: HashMap<ServiceKey, String> = HashMap::new();
     let mut tasks = JoinSet::new();
     let mut pool_status_dirty = true;
     let mut pool_tick = tokio::time::interval(Duration::from_secs(1));
     pool_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
+    // Events wait until no status write is in flight: the address is what
+    // users wait for, and on a busy API server Events would slow it down.
+    let mut queued_events: Vec<(Arc<Service>, bool, &'static str, String)> = Vec::new();
+    let flush_events = |queued: &mut Vec<(Arc<Service>, bool, &'static str, String)>,
+                        tasks: &mut JoinSet<()>| {
+        for (service, warning, reason, note) in queued.drain(..) {
+            let recorder = recorder.clone();
+            let events = events.clone();
+            tasks.spawn(async move {
+                let Ok(_permit) = events.acquire_owned().await else { return };
+                let ev = KubeEvent {
+                    type_: if warning { EventType::Warning } else { EventType::Normal },
+                    reason: reason.to_string(),
+                    note: Some(note),
+                    action: "Allocate".into(),
+                    secondary: None,
+                };
+                if let Err(e) = recorder.publish(&ev, &service.object_ref(&())).await {
+                    tracing::debug!(service = %convert::service_key(&service), error = %e, "cannot record event");
+                }
+            });
+        }
+    };
     let dispatch = |actions: Vec<Action>,
                     in_flight: &mut HashSet<ServiceKey>,
                     deferred: &mut HashSet<ServiceKey>,
+                    queued_events: &mut Vec<(Arc<Service>, bool, &'static str, String)>,
                     tasks: &mut JoinSet<()>| {
         // Collapse to the last status write per Service: it reflects the
         // final decision of this round.
@@ -451,21 +496,7 @@ async fn lead(
                     note,
                 } => {
                     metrics.record_event(reason);
-                    let recorder = recorder.clone();
-                    let events = events.clone();
-                    tasks.spawn(async move {
-                        let Ok(_permit) = events.acquire_owned().await else { return };
-                        let ev = KubeEvent {
-                            type_: if warning { EventType::Warning } else { EventType::Normal },
-                            reason: reason.to_string(),
-                            note: Some(note),
-                            action: "Allocate".into(),
-                            secondary: None,
-                        };
-                        if let Err(e) = recorder.publish(&ev, &service.object_ref(&())).await {
-                            tracing::debug!(service = %convert::service_key(&service), error = %e, "cannot record event");
-                        }
-                    });
+                    queued_events.push((service, warning, reason, note));
                 }
             }
         }
@@ -488,11 +519,21 @@ async fn lead(
                         Some(jittered(Duration::from_millis(500)))
                     }
                 };
-                let _ = done.send(WriteDone { key, retry_after });
+                let written_from = retry_after.is_none().then(|| service.resource_version()).flatten();
+                let _ = done.send(WriteDone { key, retry_after, written_from });
             });
         }
     };
-    dispatch(actions, &mut in_flight, &mut deferred, &mut tasks);
+    dispatch(
+        actions,
+        &mut in_flight,
+        &mut deferred,
+        &mut queued_events,
+        &mut tasks,
+    );
+    if in_flight.is_empty() {
+        flush_events(&mut queued_events, &mut tasks);
+    }
 
     loop {
         tokio::select! {
@@ -500,7 +541,14 @@ async fn lead(
             _ = caches.changed.notified() => {}
             Some(done) = done_rx.recv() => {
                 in_flight.remove(&done.key);
+                match done.written_from {
+                    Some(rv) => { written_from.insert(done.key.clone(), rv); }
+                    None => { written_from.remove(&done.key); }
+                }
                 let was_deferred = deferred.remove(&done.key);
+                if in_flight.is_empty() {
+                    flush_events(&mut queued_events, &mut tasks);
+                }
                 if let Some(delay) = done.retry_after.or(was_deferred.then_some(Duration::ZERO)) {
                     let caches = caches.clone();
                     tasks.spawn(async move {
@@ -545,6 +593,14 @@ async fn lead(
             let obj = caches
                 .services
                 .get(&reflector::ObjectRef::new(&key.name).within(&key.namespace));
+            let cached_rv = obj.as_ref().and_then(|o| o.resource_version());
+            match written_from.get(key) {
+                Some(from) if cached_rv.as_ref() == Some(from) => continue,
+                Some(_) => {
+                    written_from.remove(key);
+                }
+                None => {}
+            }
             let held_before = core.allocator().assignment(key).is_some();
             actions.extend(core.reconcile(key, obj.as_ref(), &ns_labels));
             released |= held_before && core.allocator().assignment(key).is_none();
@@ -561,7 +617,16 @@ async fn lead(
         metrics.observe_reconcile(started.elapsed());
         metrics.record_state(core.allocator());
         pool_status_dirty = true;
-        dispatch(actions, &mut in_flight, &mut deferred, &mut tasks);
+        dispatch(
+            actions,
+            &mut in_flight,
+            &mut deferred,
+            &mut queued_events,
+            &mut tasks,
+        );
+        if in_flight.is_empty() {
+            flush_events(&mut queued_events, &mut tasks);
+        }
     }
     tasks.abort_all();
 }
