@@ -18,8 +18,7 @@ use k8s_openapi::api::events::v1::Event;
 use kube::Client;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use l2lb::api::{
-    ALLOCATED_FROM_POOL_ANNOTATION, IPAddressPool, L2Advertisement, STATUS_NODE_LABEL,
-    STATUS_SERVICE_NAME_LABEL, ServiceL2Status,
+    IPAddressPool, L2Advertisement, STATUS_NODE_LABEL, STATUS_SERVICE_NAME_LABEL, ServiceL2Status,
 };
 use l2lb::election;
 use l2lb::lab::apiserver::{ApiServer, client_for};
@@ -202,10 +201,13 @@ async fn lab() -> Lab {
     for i in 1..=VIPS {
         let name = format!("svc-{i}");
         services
-            .create(&pp, &obj(json!({
-                "metadata": {"name": name, "annotations": {ALLOCATED_FROM_POOL_ANNOTATION: "lab"}},
-                "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}
-            })))
+            .create(
+                &pp,
+                &obj(json!({
+                    "metadata": {"name": name},
+                    "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}
+                })),
+            )
             .await
             .unwrap();
         let status = json!({"status": {"loadBalancer": {"ingress": [{"ip": vip(i).to_string()}]}}});

@@ -24,9 +24,6 @@ pub const VERSION: &str = "v1beta1";
 pub const INSTALL_NAMESPACE: &str = "l2lb-system";
 /// `spec.loadBalancerClass` that selects l2lb explicitly.
 pub const LOAD_BALANCER_CLASS: &str = "l2lb.io/l2";
-/// Annotation the controller writes on a Service to record its pool, so a
-/// restarted controller knows where an IP came from without guessing.
-pub const ALLOCATED_FROM_POOL_ANNOTATION: &str = "l2lb.io/ip-allocated-from-pool";
 /// Node label that excludes a node from announcing any VIP (upstream well-known label).
 pub const EXCLUDE_LB_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
 /// Label on `ServiceL2Status` objects naming the announcing node.

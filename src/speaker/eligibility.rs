@@ -24,9 +24,7 @@ use std::net::IpAddr;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-use crate::api::{
-    ALLOCATED_FROM_POOL_ANNOTATION, EXCLUDE_LB_LABEL, IPAddressPool, L2Advertisement,
-};
+use crate::api::{EXCLUDE_LB_LABEL, IPAddressPool, L2Advertisement};
 use crate::api::{LOAD_BALANCER_CLASS, selectors};
 use crate::ipam::Allocator;
 use crate::labels::{Labels, Selector};
@@ -186,7 +184,7 @@ pub fn eligibility(view: &ClusterView) -> BTreeMap<IpAddr, VipPlan> {
             == Some("Local");
         let svc_labels = svc.metadata.labels.clone().unwrap_or_default();
         for vip in ingress_ips(svc) {
-            let Some(pool) = pool_of(view, &pools, svc, vip) else {
+            let Some(pool) = pool_of(view, &pools, vip) else {
                 continue;
             };
             let pool_labels = pool.metadata.labels.clone().unwrap_or_default();
@@ -264,23 +262,12 @@ fn is_ours(svc: &Service) -> bool {
 
 pub use crate::controller::convert::ingress_ips;
 
-/// The pool a VIP came from: the pool the controller recorded in the
-/// Service's annotation if there is one, otherwise the pool IPAM says hands
-/// the address out (the older pool for overlapping ones), so the speaker
-/// and the controller never disagree about a VIP's pool.
-fn pool_of<'a>(
-    view: &'a ClusterView,
-    pools: &Allocator,
-    svc: &Service,
-    vip: IpAddr,
-) -> Option<&'a IPAddressPool> {
-    let annotated = svc
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(ALLOCATED_FROM_POOL_ANNOTATION))
-        .and_then(|name| view.pools.get(name));
-    annotated.or_else(|| view.pools.get(pools.pool_of(vip)?))
+/// The pool a VIP belongs to: the pool IPAM says hands the address out
+/// (the older pool for overlapping ones). The controller uses the same
+/// rule, so the two never disagree, and nothing a user writes on the
+/// Service can make a node announce under another pool's advertisements.
+fn pool_of<'a>(view: &'a ClusterView, pools: &Allocator, vip: IpAddr) -> Option<&'a IPAddressPool> {
+    view.pools.get(pools.pool_of(vip)?)
 }
 
 /// Nodes with a ready (or serving) endpoint, per Service that has any.
@@ -764,24 +751,24 @@ mod tests {
     }
 
     #[test]
-    fn pool_from_annotation_or_addresses() {
+    fn pool_from_addresses_only() {
         let mut v = base();
         v.pools
             .insert("q".into(), pool("q", &["203.0.113.0/24"], json!({})));
         v.advertisements
             .insert("all".into(), ad("all", json!({"ipAddressPools": ["q"]})));
-        // By address the VIP belongs to p, which is not advertised.
+        // By address the VIP belongs to p, which is not advertised; a
+        // MetalLB-style pool annotation naming q changes nothing.
         assert!(eligibility(&v).is_empty());
-        // The controller's annotation is authoritative.
         v.services.insert(
             key("default", "web"),
             service(
                 "web",
                 &["198.18.0.10"],
-                json!({"metadata": {"annotations": {ALLOCATED_FROM_POOL_ANNOTATION: "q"}}}),
+                json!({"metadata": {"annotations": {"metallb.io/ip-allocated-from-pool": "q"}}}),
             ),
         );
-        assert_eq!(eligible(&v).len(), 3);
+        assert!(eligibility(&v).is_empty());
         // A VIP in no pool is not announced.
         v.services.insert(
             key("default", "web"),
