@@ -49,7 +49,8 @@ struct FakeAnnouncer {
 
 impl Announcer for FakeAnnouncer {
     fn announce(&self, vip: IpAddr, interface: &str) -> Result<(), String> {
-        assert_eq!(interface, "eth0");
+        // eth1 only where a test gives a node one.
+        assert!(interface == "eth0" || interface == "eth1", "{interface}");
         let mut w = self.world.lock().unwrap();
         let holders = w.holders.entry(vip).or_default();
         let others: Vec<String> = holders
@@ -250,12 +251,16 @@ struct Running {
 }
 
 fn start(lab: &Lab, node: &str, client: Client) -> Running {
+    start_with(lab, config(node), client)
+}
+
+fn start_with(lab: &Lab, config: SpeakerConfig, client: Client) -> Running {
     let stop = CancellationToken::new();
     let announcer = Arc::new(FakeAnnouncer {
-        node: node.to_string(),
+        node: config.node_name.clone(),
         world: lab.world.clone(),
     });
-    let task = tokio::spawn(run(config(node), client, announcer, stop.clone()));
+    let task = tokio::spawn(run(config, client, announcer, stop.clone()));
     Running { stop, task }
 }
 
@@ -439,4 +444,74 @@ async fn speaker_cut_from_api_fences_before_peers_take_over() {
     }
     stop.cancel();
     assert_no_violations(&lab);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_selectors_exclusion_label_and_interfaces_restrict_the_owner() {
+    let lab = lab().await;
+    let mut with_eth1 = config("node-c");
+    with_eth1.interfaces = Some(BTreeSet::from(["eth0".to_string(), "eth1".to_string()]));
+    let speakers = vec![
+        start(&lab, "node-a", client_for(&lab.url).unwrap()),
+        start(&lab, "node-b", client_for(&lab.url).unwrap()),
+        start_with(&lab, with_eth1, client_for(&lab.url).unwrap()),
+    ];
+    converge(&lab, &NODES).await;
+    let ads: Api<L2Advertisement> = Api::namespaced(lab.client.clone(), NS);
+    let set_spec = |spec: serde_json::Value| {
+        let ads = ads.clone();
+        async move {
+            // A merge patch cannot drop list fields reliably: replace the spec.
+            let mut ad = ads.get("all").await.unwrap();
+            ad.spec = obj(spec);
+            ads.replace("all", &PostParams::default(), &ad)
+                .await
+                .unwrap();
+        }
+    };
+    let hostname_in = |names: &[&str]| {
+        json!({"nodeSelectors": [{"matchExpressions": [
+            {"key": "kubernetes.io/hostname", "operator": "In", "values": names}
+        ]}]})
+    };
+
+    set_spec(hostname_in(&["node-b"])).await;
+    converge(&lab, &["node-b"]).await;
+    statuses_converge(&lab, &["node-b"]).await;
+
+    set_spec(hostname_in(&["node-b", "node-c"])).await;
+    converge(&lab, &["node-b", "node-c"]).await;
+
+    let nodes: Api<Node> = Api::all(lab.client.clone());
+    let label = |value: serde_json::Value| json!({"metadata": {"labels": {"node.kubernetes.io/exclude-from-external-load-balancers": value}}});
+    nodes
+        .patch(
+            "node-b",
+            &PatchParams::default(),
+            &Patch::Merge(&label(json!(""))),
+        )
+        .await
+        .unwrap();
+    converge(&lab, &["node-c"]).await;
+    nodes
+        .patch(
+            "node-b",
+            &PatchParams::default(),
+            &Patch::Merge(&label(json!(null))),
+        )
+        .await
+        .unwrap();
+    converge(&lab, &["node-b", "node-c"]).await;
+
+    // Only node-c has eth1 (published on its Lease): it alone may answer.
+    set_spec(json!({"interfaces": ["eth1"]})).await;
+    converge(&lab, &["node-c"]).await;
+    set_spec(json!({})).await;
+    converge(&lab, &NODES).await;
+    statuses_converge(&lab, &NODES).await;
+
+    for s in speakers {
+        s.stop.cancel();
+        s.task.await.unwrap().unwrap();
+    }
 }
