@@ -211,8 +211,14 @@ pub struct Core {
     announced: BTreeMap<IpAddr, BTreeSet<String>>,
     /// Services we announce (status objects we hold) -> interfaces.
     statuses: BTreeMap<ServiceKey, BTreeSet<String>>,
-    /// Last computed owner per VIP, to count election changes.
+    /// Last computed owner per VIP, to count election changes and to see
+    /// who we take a VIP from.
     owners: BTreeMap<IpAddr, Option<String>>,
+    /// VIPs we won from a peer that is still live (eligibility moved them:
+    /// an advertisement, a label, an endpoint), with when we first won
+    /// them. The peer withdraws when its watch shows the same change, so we
+    /// announce only `takeover_delay` later, never alongside it.
+    contested: BTreeMap<IpAddr, Instant>,
     /// Last eligibility plan, kept for Event targets (Services of a VIP).
     plan: BTreeMap<IpAddr, VipPlan>,
     /// A synced decision was made; the first one does not count as election changes.
@@ -249,6 +255,7 @@ impl Core {
             announced: BTreeMap::new(),
             statuses: BTreeMap::new(),
             owners: BTreeMap::new(),
+            contested: BTreeMap::new(),
             plan: BTreeMap::new(),
             decided_once: false,
         }
@@ -418,14 +425,20 @@ impl Core {
     }
 
     /// The next instant at which the decision may change with no new input:
-    /// a peer expiring or our fence closing.
+    /// a peer expiring, our fence closing, or a takeover delay ending.
     pub fn next_wakeup(&self, now: Instant) -> Option<Instant> {
         let fence = self.fence.deadline().filter(|d| *d > now);
         let takeover = self
             .joined_at
             .and_then(|j| j.checked_add(self.takeover_delay))
             .filter(|t| *t > now);
-        [self.liveness.next_expiry(now), fence, takeover]
+        let contested = self
+            .contested
+            .values()
+            .filter_map(|t| t.checked_add(self.takeover_delay))
+            .filter(|t| *t > now)
+            .min();
+        [self.liveness.next_expiry(now), fence, takeover, contested]
             .into_iter()
             .flatten()
             .min()
@@ -461,6 +474,7 @@ impl Core {
             self.plan = eligibility(&self.view);
             let members = self.members(now);
             let mut owners = BTreeMap::new();
+            let mut contested = BTreeMap::new();
             for (vip, plan) in &self.plan {
                 let owner = election::owner(
                     *vip,
@@ -487,7 +501,29 @@ impl Core {
                     )
                     .is_some()
                 };
-                if owner.as_deref() == Some(self.node.as_str())
+                let mine = owner.as_deref() == Some(self.node.as_str());
+                let from_peer = mine
+                    && !self.announced.contains_key(vip)
+                    && (self.contested.contains_key(vip)
+                        || self
+                            .owners
+                            .get(vip)
+                            .cloned()
+                            .flatten()
+                            .is_some_and(|p| p != self.node && members.contains(&p)));
+                let mut contested_wait = false;
+                if from_peer {
+                    let since = *self.contested.get(vip).unwrap_or(&now);
+                    if since
+                        .checked_add(self.takeover_delay)
+                        .is_some_and(|t| now < t)
+                    {
+                        contested.insert(*vip, since);
+                        contested_wait = true;
+                    }
+                }
+                if mine
+                    && !contested_wait
                     && !(holding_off && !self.announced.contains_key(vip) && from_live_peer())
                 {
                     let on = &plan.nodes[&self.node];
@@ -526,6 +562,7 @@ impl Core {
                 .filter(|(v, o)| o.is_some() && !owners.contains_key(*v))
                 .count() as u64;
             self.owners = owners;
+            self.contested = contested;
             self.decided_once = true;
         } else if self.decided_once {
             // A watch is down: keep what we announce (our lease still
@@ -656,6 +693,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::EXCLUDE_LB_LABEL;
     use proptest::prelude::*;
     use serde_json::json;
 
@@ -1120,6 +1158,63 @@ mod tests {
         }
         lone.apply(Input::Renewed { sent_at: t0 }, t0);
         assert_eq!(lone.decide(t0).announce.len(), 30);
+    }
+
+    #[test]
+    fn a_vip_moved_from_a_live_peer_waits_for_its_withdrawal() {
+        // Excluding node-a (a live member) moves its VIPs: their new owners
+        // announce only after the takeover delay, when node-a has seen the
+        // same change and withdrawn. A dead owner's VIPs move at once.
+        let t0 = Instant::now();
+        let delay = Duration::from_millis(300);
+        let timing = Timing {
+            takeover_delay: delay,
+            ..TIMING
+        };
+        let ready = |n: &str, excluded: bool| -> Node {
+            let labels = if excluded {
+                json!({EXCLUDE_LB_LABEL: ""})
+            } else {
+                json!({})
+            };
+            obj(json!({"metadata": {"name": n, "labels": labels},
+                "status": {"conditions": [{"type": "Ready", "status": "True"}]}}))
+        };
+        let from_a: Vec<IpAddr> = vips()
+            .into_iter()
+            .filter(|v| owner_of(*v, &NODES) == "node-a")
+            .collect();
+        let to_b = from_a
+            .iter()
+            .filter(|v| owner_of(**v, &["node-b", "node-c"]) == "node-b")
+            .count();
+        assert!(to_b > 0, "the fixture moves some VIPs to node-b");
+        let mut b = core_with("node-b", t0, timing);
+        b.apply(Input::Renewed { sent_at: t0 }, t0);
+        // Past the delay of joining itself.
+        let before = b.decide(t0 + delay).announce.len();
+        assert!(before > 0);
+        let t1 = t0 + delay + Duration::from_millis(10);
+        b.apply(Input::Node(Change::Apply(ready("node-a", true))), t1);
+        assert!(b.decide(t1).announce.is_empty(), "node-a may still answer");
+        assert_eq!(b.next_wakeup(t1), Some(t1 + delay));
+        assert!(b.decide(t1 + delay / 2).announce.is_empty());
+        assert_eq!(b.decide(t1 + delay).announce.len(), to_b);
+        // Back to node-a: node-b withdraws at once, node-a would wait.
+        let t2 = t1 + delay * 2;
+        b.apply(Input::Node(Change::Apply(ready("node-a", false))), t2);
+        assert_eq!(b.decide(t2).withdraw.len(), to_b);
+        assert_eq!(b.announced().len(), before);
+
+        // node-a dead (lease gone): nothing to wait for.
+        let mut b = core_with("node-b", t0, timing);
+        b.apply(Input::Renewed { sent_at: t0 }, t0);
+        b.decide(t0 + delay);
+        b.apply(
+            Input::Lease(Change::Delete(lease("node-a", "node-a", ""))),
+            t1,
+        );
+        assert_eq!(b.decide(t1).announce.len(), to_b);
     }
 
     proptest! {
