@@ -1,11 +1,11 @@
 //! The speaker's tasks and the messages between them.
 //!
 //! ```text
-//!  watchers (pools, ads, nodes,         renewer (LeaseLock, every
-//!  services, slices, leases)            lease_renew)
-//!        │ Input::{Pool,..,Lease}             │ Input::Renewed{sent_at}
-//!        └───────────────┬────────────────────┘
-//!                        ▼  mpsc<Input>
+//!  watchers (pools, ads, nodes,         renewer (conditional PATCH every
+//!  services, slices, leases)            lease_renew; LeaseLock to acquire)
+//!        │ Input::{Pool,..,Lease}             │ Input::Renewed{sent_at}  ▲ may_renew
+//!        └───────────────┬────────────────────┘                          │ (watch)
+//!                        ▼  mpsc<Input>                                  │
 //!               decision loop (owns core::Core) ── announce/withdraw ──► Announcer
 //!                 │   wakes on input, peer expiry, fence deadline,       ▲
 //!                 │   takeover delay, retry                    IpConflict│
