@@ -188,115 +188,74 @@ fn spawn_watchers(client: &Client, namespace: &str, tasks: &mut JoinSet<()>) -> 
         }
     };
 
-    let (services, writer) = reflector::store();
-    let stream = reflector::reflector(
-        writer,
-        watcher(
-            Api::<Service>::all(client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff();
     let m = mark.clone();
-    tasks.spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(ev) = stream.next().await {
-            match ev {
-                Ok(
-                    watcher::Event::Apply(s)
-                    | watcher::Event::Delete(s)
-                    | watcher::Event::InitApply(s),
-                ) => {
-                    let key = convert::service_key(&s);
-                    m(&|d: &mut Dirty| {
-                        d.services.insert(key.clone());
-                    });
-                }
-                Ok(watcher::Event::InitDone) => m(&|d: &mut Dirty| d.pools = true),
-                Ok(watcher::Event::Init) => {}
-                Err(e) => tracing::warn!(error = %e, "Service watch failed; retrying"),
+    let services = cached(
+        Api::<Service>::all(client.clone()),
+        "Service",
+        tasks,
+        move |ev| match ev {
+            watcher::Event::Apply(s) | watcher::Event::Delete(s) | watcher::Event::InitApply(s) => {
+                let key = convert::service_key(&s);
+                m(&|d: &mut Dirty| {
+                    d.services.insert(key.clone());
+                });
             }
-        }
-    });
+            watcher::Event::InitDone => m(&|d: &mut Dirty| d.pools = true),
+            watcher::Event::Init => {}
+        },
+    );
 
-    let (pools, writer) = reflector::store();
-    let stream = reflector::reflector(
-        writer,
-        watcher(
-            Api::<IPAddressPool>::namespaced(client.clone(), namespace),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff();
     let m = mark.clone();
-    tasks.spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        // Spec generation and labels per pool: our own status writes come
-        // back through this watch, and must not re-decide every Service.
-        let mut seen: HashMap<String, (Option<i64>, Labels)> = HashMap::new();
-        while let Some(ev) = stream.next().await {
-            match ev {
-                Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
-                    let now = (p.metadata.generation, p.labels().clone());
-                    if seen.insert(p.name_any(), now.clone()) != Some(now) {
-                        m(&|d: &mut Dirty| d.pools = true);
-                    }
-                }
-                Ok(watcher::Event::Delete(p)) => {
-                    seen.remove(&p.name_any());
+    // Spec generation and labels per pool: our own status writes come back
+    // through this watch, and must not re-decide every Service.
+    let mut seen: HashMap<String, (Option<i64>, Labels)> = HashMap::new();
+    let pools = cached(
+        Api::<IPAddressPool>::namespaced(client.clone(), namespace),
+        "IPAddressPool",
+        tasks,
+        move |ev| match ev {
+            watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
+                let now = (p.metadata.generation, p.labels().clone());
+                if seen.insert(p.name_any(), now.clone()) != Some(now) {
                     m(&|d: &mut Dirty| d.pools = true);
                 }
-                Ok(watcher::Event::Init) => {}
-                Ok(watcher::Event::InitDone) => m(&|d: &mut Dirty| d.pools = true),
-                Err(e) => tracing::warn!(error = %e, "IPAddressPool watch failed; retrying"),
             }
-        }
-    });
+            watcher::Event::Delete(p) => {
+                seen.remove(&p.name_any());
+                m(&|d: &mut Dirty| d.pools = true);
+            }
+            watcher::Event::Init => {}
+            watcher::Event::InitDone => m(&|d: &mut Dirty| d.pools = true),
+        },
+    );
 
-    let (advertisements, writer) = reflector::store();
-    let stream = reflector::reflector(
-        writer,
-        watcher(
-            Api::<L2Advertisement>::namespaced(client.clone(), namespace),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff();
     let m = mark.clone();
-    tasks.spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(ev) = stream.next().await {
-            match ev {
-                Ok(watcher::Event::Init) => {}
-                Ok(_) => m(&|d: &mut Dirty| d.advertisements = true),
-                Err(e) => tracing::warn!(error = %e, "L2Advertisement watch failed; retrying"),
+    let advertisements = cached(
+        Api::<L2Advertisement>::namespaced(client.clone(), namespace),
+        "L2Advertisement",
+        tasks,
+        move |ev| {
+            if !matches!(ev, watcher::Event::Init) {
+                m(&|d: &mut Dirty| d.advertisements = true);
             }
-        }
-    });
+        },
+    );
 
-    let (namespaces, writer) = reflector::store();
-    let stream = reflector::reflector(
-        writer,
-        watcher(
-            Api::<Namespace>::all(client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff();
     let m = mark;
-    tasks.spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(ev) = stream.next().await {
-            match ev {
-                // Only labels matter to allocation (namespaceSelectors).
-                Ok(
-                    watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone,
-                ) => m(&|d: &mut Dirty| d.pools = true),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "Namespace watch failed; retrying"),
+    let namespaces = cached(
+        Api::<Namespace>::all(client.clone()),
+        "Namespace",
+        tasks,
+        move |ev| {
+            // Only labels matter to allocation (namespaceSelectors).
+            if matches!(
+                ev,
+                watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone
+            ) {
+                m(&|d: &mut Dirty| d.pools = true);
             }
-        }
-    });
+        },
+    );
 
     Caches {
         services,
@@ -306,6 +265,40 @@ fn spawn_watchers(client: &Client, namespace: &str, tasks: &mut JoinSet<()>) -> 
         dirty,
         changed,
     }
+}
+
+/// A reflector cache of `api`, kept by a task in `tasks` that hands every
+/// watch event to `on_event` and logs watch failures (the watcher retries
+/// with backoff).
+fn cached<K>(
+    api: Api<K>,
+    kind: &'static str,
+    tasks: &mut JoinSet<()>,
+    mut on_event: impl FnMut(watcher::Event<K>) + Send + 'static,
+) -> Store<K>
+where
+    K: kube::Resource
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let (store, writer) = reflector::store();
+    let stream =
+        reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
+    tasks.spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(ev) => on_event(ev),
+                Err(e) => tracing::warn!(kind, error = %e, "watch failed; retrying"),
+            }
+        }
+    });
+    store
 }
 
 /// Runs the controller until `shutdown` fires. On shutdown a leader steps
