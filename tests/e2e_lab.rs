@@ -92,6 +92,23 @@ fn owner_index(lab: &Lab, owner: &str) -> usize {
         .unwrap_or_else(|| panic!("unknown node {owner}"))
 }
 
+/// Waits until exactly the nodes `want` hold a ServiceL2Status for
+/// `default/name`.
+async fn wait_owners(lab: &Lab, name: &str, want: &BTreeSet<String>) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let have = lab.owners("default", name).await;
+        if have == *want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ServiceL2Status of {name} on {have:?}, want {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// `arping -d -c 3`: exits 1 when two MACs answer.
 fn no_duplicate_answers(lab: &Lab, vip: IpAddr) -> bool {
     let c = lab.client_host();
@@ -234,18 +251,7 @@ async fn ipv6_vip_resolves_with_ndp_and_serves_http() {
         .iter()
         .map(|m| lab.node_of_mac(m).expect("a node's MAC"))
         .collect();
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let owners = lab.owners("default", "demo").await;
-        if owners == expect {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "ServiceL2Status on {owners:?}, want {expect:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_owners(&lab, "demo", &expect).await;
     // And they stay: a second look after the takeover clean-ups ran.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(lab.owners("default", "demo").await, expect);
@@ -322,14 +328,7 @@ async fn thirty_vips_are_each_answered_by_exactly_the_elected_node() {
         elected.insert(vip, owner.to_string());
         // The status names the elected node (and only it) once settled.
         let want = BTreeSet::from([owner.to_string()]);
-        let deadline = Instant::now() + WAIT;
-        while lab.owners("default", n).await != want {
-            assert!(
-                Instant::now() < deadline,
-                "{n} ({vip}) status never named {owner}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_owners(&lab, n, &want).await;
     }
     assert_eq!(elected.len(), 30, "30 distinct VIPs");
 
@@ -644,14 +643,7 @@ async fn rbac_tables_grant_what_the_components_use_and_nothing_more() {
         .delete("demo", &Default::default())
         .await
         .unwrap();
-    let deadline = Instant::now() + WAIT;
-    while !lab.owners("default", "demo").await.is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the deleted Service's status stays"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_owners(&lab, "demo", &BTreeSet::new()).await;
     // The speakers' Events about the release are written after the status.
     tokio::time::sleep(Duration::from_secs(1)).await;
 
