@@ -16,6 +16,7 @@ pub mod ipam;
 pub mod l2;
 pub mod lab;
 pub mod labels;
+pub mod model;
 pub mod speaker;
 pub mod status;
 pub mod telemetry;

@@ -4,8 +4,7 @@
 //! It never writes.
 
 use crate::api::{IPAddressPool, ServiceL2Status};
-use crate::controller::convert;
-use crate::ipam::Allocator;
+use crate::model::{self, PoolIndex};
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
@@ -37,20 +36,13 @@ pub async fn rows(client: &Client, namespace: &str) -> Result<Vec<Row>, kube::Er
     let statuses = Api::<ServiceL2Status>::namespaced(client.clone(), namespace)
         .list(&ListParams::default())
         .await?;
-    let mut alloc = Allocator::new();
-    alloc.set_pools(
-        pools
-            .items
-            .iter()
-            .filter_map(|p| convert::pool_spec(p).ok())
-            .collect(),
-    );
+    let index = PoolIndex::new(&pools.items);
     let mut rows: Vec<Row> = services
         .items
         .iter()
         .filter(|s| s.spec.as_ref().and_then(|sp| sp.type_.as_deref()) == Some("LoadBalancer"))
         .map(|svc| {
-            let ips = convert::ingress_ips(svc);
+            let ips = model::ingress_ips(svc);
             let (ns, name) = (svc.namespace().unwrap_or_default(), svc.name_any());
             let status = statuses.items.iter().find(|st| {
                 st.status
@@ -59,7 +51,7 @@ pub async fn rows(client: &Client, namespace: &str) -> Result<Vec<Row>, kube::Er
             });
             let pool = ips
                 .first()
-                .and_then(|ip| alloc.pool_of(*ip))
+                .and_then(|ip| index.pool_of(*ip))
                 .unwrap_or("-")
                 .to_string();
             Row {

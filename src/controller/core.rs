@@ -7,11 +7,11 @@
 //! objects and assert the exact actions; the runtime in `mod.rs` only carries
 //! actions out.
 
-use super::convert::{self, ConvertError};
 use crate::api::{INSTALL_NAMESPACE, IPAddressPoolStatus};
 use crate::api::{IPAddressPool, L2Advertisement};
 use crate::ipam::{Allocator, Assignment, PoolIssueKind, PoolSpec, ServiceKey};
 use crate::labels::Labels;
+use crate::model::{self as convert, ClassFilter, ConvertError, PoolSpecs};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
@@ -61,8 +61,8 @@ pub enum Action {
 pub struct Core {
     /// Address state; rebuilt from Services' status when leadership starts.
     alloc: Allocator,
-    /// Handle only Services that name our loadBalancerClass.
-    require_class: bool,
+    /// Which Services are ours (`--require-class`).
+    class: ClassFilter,
     /// Last failure message per Service, so a failure is reported once per
     /// change and not on every resync.
     failures: HashMap<ServiceKey, String>,
@@ -83,10 +83,10 @@ pub type NamespaceLabels<'a> = &'a dyn Fn(&str) -> Labels;
 
 impl Core {
     /// A core with no pools and no assignments.
-    pub fn new(require_class: bool) -> Self {
+    pub fn new(class: ClassFilter) -> Self {
         Self {
             alloc: Allocator::new(),
-            require_class,
+            class,
             failures: HashMap::new(),
             pending: BTreeSet::new(),
             pool_errors: BTreeMap::new(),
@@ -100,28 +100,19 @@ impl Core {
     }
 
     fn pool_specs(&mut self, pools: &[Arc<IPAddressPool>]) -> Vec<PoolSpec> {
-        self.pool_errors.clear();
         self.have_pools = !pools.is_empty();
-        pools
-            .iter()
-            .map(|p| match convert::pool_spec(p) {
-                Ok(spec) => spec,
-                Err(e) => {
-                    // Keep the pool so its Services keep their addresses;
-                    // only automatic assignment stops until it is fixed.
-                    tracing::warn!(pool = %p.name_any(), error = %e, "pool has a malformed serviceAllocation");
-                    self.pool_errors.insert(p.name_any(), e.to_string());
-                    PoolSpec {
-                        name: p.name_any(),
-                        created: p.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()).unwrap_or(0),
-                        addresses: p.spec.addresses.clone(),
-                        auto_assign: false,
-                        avoid_buggy_ips: p.spec.avoid_buggy_ips,
-                        allocation: None,
-                    }
-                }
-            })
-            .collect()
+        let converted = PoolSpecs::from_pools(pools.iter().map(|p| &**p));
+        // A malformed pool is kept so its Services keep their addresses;
+        // only automatic assignment stops until it is fixed.
+        for (pool, e) in &converted.errors {
+            tracing::warn!(%pool, error = %e, "pool has a malformed serviceAllocation");
+        }
+        self.pool_errors = converted
+            .errors
+            .into_iter()
+            .map(|(pool, e)| (pool, e.to_string()))
+            .collect();
+        converted.specs
     }
 
     /// Starts leadership: loads pools, claims every address already published
@@ -133,13 +124,11 @@ impl Core {
         pools: &[Arc<IPAddressPool>],
         ns_labels: NamespaceLabels<'_>,
     ) -> Vec<Action> {
-        *self = Self::new(self.require_class);
+        *self = Self::new(self.class);
         let specs = self.pool_specs(pools);
         let _ = self.alloc.set_pools(specs);
-        let mut ours: Vec<&Arc<Service>> = services
-            .iter()
-            .filter(|s| convert::is_ours(s, self.require_class))
-            .collect();
+        let mut ours: Vec<&Arc<Service>> =
+            services.iter().filter(|s| self.class.is_ours(s)).collect();
         ours.sort_by_key(|s| age_order(s));
         let mut existing = Vec::new();
         let mut actions = Vec::new();
@@ -267,7 +256,7 @@ impl Core {
             self.forget(key);
             return Vec::new();
         };
-        if !convert::is_ours(svc, self.require_class) {
+        if !self.class.is_ours(svc) {
             let released = self.alloc.release(key);
             self.failures.remove(key);
             self.pending.remove(key);
@@ -470,7 +459,7 @@ impl Core {
                     },
                 ),
             ];
-            let by = crate::speaker::eligibility::advertisements_of(pool, ads.iter().map(|a| &**a));
+            let by = convert::advertisements_of(pool, ads.iter().map(|a| &**a));
             status.conditions.push(if by.is_empty() {
                 cond(
                     "Advertised",
@@ -660,7 +649,7 @@ mod tests {
 
     #[test]
     fn new_services_get_the_lowest_free_addresses_oldest_first() {
-        let mut core = Core::new(false);
+        let mut core = Core::new(ClassFilter::default());
         let pools = [pool("default", 0, &["198.18.0.100-198.18.0.120"])];
         let services = [svc("b", 2).build(), svc("a", 1).build()];
         let actions = core.start(&services, &pools, &no_labels);
@@ -683,7 +672,7 @@ mod tests {
 
     #[test]
     fn once_published_a_resync_writes_nothing() {
-        let mut core = Core::new(false);
+        let mut core = Core::new(ClassFilter::default());
         let pools = [pool("default", 0, &["198.18.0.100-198.18.0.120"])];
         core.start(&[svc("a", 1).build()], &pools, &no_labels);
         let landed = svc("a", 1).published(&["198.18.0.100"]).build();
@@ -694,7 +683,7 @@ mod tests {
 
     #[test]
     fn restart_keeps_every_published_address_and_writes_nothing() {
-        let mut core = Core::new(false);
+        let mut core = Core::new(ClassFilter::default());
         let pools = [pool("default", 0, &["198.18.0.100-198.18.0.120"])];
         let services = [
             svc("a", 1).published(&["198.18.0.107"]).build(),
@@ -715,7 +704,7 @@ mod tests {
 
     #[test]
     fn start_conflict_keeps_the_older_and_moves_the_younger() {
-        let mut core = Core::new(false);
+        let mut core = Core::new(ClassFilter::default());
         let pools = [pool("default", 0, &["198.18.0.100-198.18.0.120"])];
         let services = [
             svc("young", 5).published(&["198.18.0.100"]).build(),
@@ -732,7 +721,7 @@ mod tests {
 
     #[test]
     fn exhaustion_is_reported_once_and_retried_when_an_address_frees() {
-        let mut core = Core::new(false);
+        let mut core = Core::new(ClassFilter::default());
         let pools = [pool("tiny", 0, &["198.18.0.100/32"])];
         let a = svc("a", 1).build();
         let b = svc("b", 2).build();
@@ -758,7 +747,7 @@ mod tests {
 
     #[test]
     fn a_service_that_stops_being_a_load_balancer_is_released_and_cleared() {
-        let mut core = Core::new(false);
+        let mut core = Core::new(ClassFilter::default());
         let pools = [pool("default", 0, &["198.18.0.100-198.18.0.120"])];
         core.start(
             &[svc("a", 1).published(&["198.18.0.100"]).build()],
@@ -776,7 +765,7 @@ mod tests {
 
     #[test]
     fn other_load_balancer_classes_are_never_touched() {
-        let mut core = Core::new(false);
+        let mut core = Core::new(ClassFilter::default());
         let pools = [pool("default", 0, &["198.18.0.100-198.18.0.120"])];
         let other = svc("x", 1)
             .spec("loadBalancerClass", json!("other.io/lb"))
@@ -790,7 +779,7 @@ mod tests {
             core.reconcile(&convert::service_key(&other), Some(&other), &no_labels)
                 .is_empty()
         );
-        let mut strict = Core::new(true);
+        let mut strict = Core::new(ClassFilter::new(true));
         assert!(
             strict
                 .start(&[svc("y", 1).build()], &pools, &no_labels)
@@ -800,7 +789,7 @@ mod tests {
 
     #[test]
     fn removing_a_pool_moves_its_services_or_clears_them_with_an_event() {
-        let mut core = Core::new(false);
+        let mut core = Core::new(ClassFilter::default());
         let a_pool = pool("a", 0, &["198.18.0.100/32"]);
         let b_pool = pool("b", 1, &["198.18.1.100/32"]);
         let s = svc("s", 1).published(&["198.18.0.100"]).build();
@@ -824,7 +813,7 @@ mod tests {
 
     #[test]
     fn with_no_pools_at_all_published_addresses_are_left_alone() {
-        let mut core = Core::new(false);
+        let mut core = Core::new(ClassFilter::default());
         let s = svc("a", 1).published(&["198.18.0.100"]).build();
         let actions = core.start(std::slice::from_ref(&s), &[], &no_labels);
         assert!(
@@ -845,7 +834,7 @@ mod tests {
 
     #[test]
     fn bad_annotations_are_reported_and_the_address_is_kept() {
-        let mut core = Core::new(false);
+        let mut core = Core::new(ClassFilter::default());
         let pools = [pool("default", 0, &["198.18.0.100-198.18.0.120"])];
         let s = svc("a", 1).published(&["198.18.0.100"]).build();
         core.start(&[s], &pools, &no_labels);
@@ -861,7 +850,7 @@ mod tests {
 
     #[test]
     fn sharing_services_share_and_port_overlap_names_the_other_service() {
-        let mut core = Core::new(false);
+        let mut core = Core::new(ClassFilter::default());
         let pools = [pool("default", 0, &["198.18.0.100-198.18.0.120"])];
         let share = |name: &str, created, port| {
             svc(name, created)
@@ -894,7 +883,7 @@ mod tests {
 
     #[test]
     fn pool_status_counts_and_names_the_overlapping_pool() {
-        let mut core = Core::new(false);
+        let mut core = Core::new(ClassFilter::default());
         let older = pool("first", 0, &["198.18.0.0/30"]);
         let newer = pool("second", 5, &["198.18.0.2/31", "198.18.0.8/30"]);
         let pools = [older, newer];

@@ -16,13 +16,13 @@
 //! write fails with 409 instead of clobbering. It never talks to nodes or
 //! sockets; the speaker announces what this publishes.
 
-pub mod convert;
 pub mod core;
 mod leader;
 mod metrics;
 
 use crate::api::{CONTROLLER_LEASE, INSTALL_NAMESPACE, IPAddressPool, L2Advertisement};
 use crate::labels::Labels;
+use crate::model as convert;
 use crate::telemetry::{self, Health};
 use core::{Action, Core};
 use futures::StreamExt;
@@ -41,7 +41,7 @@ use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use crate::ipam::ServiceKey;
+pub use crate::model::ServiceKey;
 
 /// Command-line flags of `l2lb controller`.
 #[derive(clap::Args, Debug, Clone)]
@@ -415,7 +415,7 @@ async fn lead(
     metrics: &Arc<Metrics>,
     stop: CancellationToken,
 ) {
-    let mut core = Core::new(config.require_class);
+    let mut core = Core::new(crate::model::ClassFilter::new(config.require_class));
     let ns_labels = |ns: &str| caches.ns_labels(ns);
     let services = caches.services.state();
     let pools = caches.pools.state();

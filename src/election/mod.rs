@@ -1,15 +1,18 @@
 //! Pure owner election: which live, eligible node answers for a VIP.
 //!
-//! Owns the rendezvous ("highest random weight") hash and the liveness
-//! tracker ([`liveness`]). Every speaker computes [`owner`] from the same
+//! Owns the rendezvous ("highest random weight") hash, the liveness
+//! tracker of peers ([`liveness`]) and the fence on a node's own lease
+//! ([`fence`]): the two halves of "who may answer". Every speaker computes [`owner`] from the same
 //! inputs and must reach the same answer, on any platform, Rust version or
 //! l2lb release, so the hash is spelled out here bit for bit and never comes
 //! from `std`'s randomly seeded hashers. This module must never do I/O or
 //! import kube, tokio or socket code: the speaker feeds it and carries its
 //! answers out.
 
+pub mod fence;
 pub mod liveness;
 
+pub use fence::Fence;
 pub use liveness::{LeaseFingerprint, Liveness};
 
 use std::net::IpAddr;

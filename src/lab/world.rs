@@ -467,7 +467,7 @@ impl Lab {
         let deadline = Instant::now() + timeout;
         loop {
             if let Ok(svc) = api.get(name).await {
-                let ips = crate::controller::convert::ingress_ips(&svc);
+                let ips = crate::model::ingress_ips(&svc);
                 if ips.len() >= count {
                     return Ok(ips);
                 }

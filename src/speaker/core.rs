@@ -1,8 +1,9 @@
-//! The speaker's decision state: inputs in, announce/withdraw/status actions out.
+//! The speaker's decisions: from what the index shows, which VIPs this node
+//! announces, on which interfaces, and which status objects it holds.
 //!
-//! Owns the index built from watch events ([`Input`]), the fence on our own
-//! lease ([`Fence`]), peer liveness, and the record of what this node has
-//! told the dataplane. [`Core::decide`] turns all of that into [`Actions`].
+//! Owns the fence on our own lease ([`Fence`]), the takeover hold-offs and
+//! the record of what this node has told the dataplane; the watched state
+//! lives in [`super::index`]. [`Core::decide`] turns both into [`Actions`].
 //! It is pure: no kube client, no clock, no sockets — `now` is passed in, so
 //! every timing rule is testable with plain `Instant`s. The async loop in
 //! `tasks` only feeds it and carries its actions out.
@@ -11,127 +12,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::ResourceExt;
+use k8s_openapi::api::core::v1::Service;
 
-use super::eligibility::{
-    ClusterView, INTERFACES_ANNOTATION, NodeFacts, ServiceKey, VipPlan, eligibility,
-};
-use crate::api::{IPAddressPool, L2Advertisement, SPEAKER_LEASE_PREFIX};
-use crate::election::{self, LeaseFingerprint, Liveness};
-
-/// A change to one kind of watched object, as the watcher reports it.
-#[derive(Clone, Debug)]
-pub enum Change<K> {
-    /// Added or modified.
-    Apply(K),
-    /// Deleted.
-    Delete(K),
-    /// A complete re-list: replaces everything known of this kind.
-    Resync(Vec<K>),
-    /// The watch failed: what is known of this kind may be stale until the
-    /// watch delivers again. In particular peers' leases cannot be seen to
-    /// change, so their expiry would be an artefact of our own outage.
-    Broken,
-}
-
-/// Everything that can change the speaker's decision.
-// Inputs are moved once through a channel and consumed; boxing the large
-// variants would only add allocations.
-#[allow(clippy::large_enum_variant)]
-#[derive(Clone, Debug)]
-pub enum Input {
-    /// An IPAddressPool changed.
-    Pool(Change<IPAddressPool>),
-    /// An L2Advertisement changed.
-    Advertisement(Change<L2Advertisement>),
-    /// A Node changed.
-    Node(Change<Node>),
-    /// A Service changed.
-    Service(Change<Service>),
-    /// An EndpointSlice changed.
-    Slice(Change<EndpointSlice>),
-    /// A Lease in the install namespace changed (non-speaker leases are ignored).
-    Lease(Change<Lease>),
-    /// Our own lease was renewed by a request *sent* at this local time.
-    Renewed {
-        /// When the successful renewal request was sent; the fence counts from here.
-        sent_at: Instant,
-    },
-}
-
-/// Which kinds have delivered their first complete list. Until all have,
-/// the speaker announces nothing: a partial view (say, no peer leases yet)
-/// would make it believe it owns VIPs that live peers announce.
-#[derive(Clone, Copy, Debug, Default)]
-struct Synced {
-    pools: bool,
-    advertisements: bool,
-    nodes: bool,
-    services: bool,
-    slices: bool,
-    leases: bool,
-}
-
-impl Synced {
-    fn all(&self) -> bool {
-        self.pools
-            && self.advertisements
-            && self.nodes
-            && self.services
-            && self.slices
-            && self.leases
-    }
-}
-
-/// When our own lease stops protecting our announcements.
-///
-/// Peers expire us `lease_duration` after they *observe* a renewal; they
-/// observe it no earlier than we *sent* it. So counting our deadline from the
-/// send time, minus a margin for clock-rate differences and the time a
-/// withdraw takes, guarantees we stop first.
-#[derive(Clone, Debug)]
-pub struct Fence {
-    /// How long our lease protects us (the duration peers use).
-    lease_duration: Duration,
-    /// How much earlier than peers we stop.
-    fence_margin: Duration,
-    /// Send time of the last successful renewal; `None` = never renewed.
-    last_renewal_sent: Option<Instant>,
-}
-
-impl Fence {
-    /// A fence that starts closed (no renewal yet). `fence_margin` must be
-    /// below `lease_duration` (validated in the config).
-    pub fn new(lease_duration: Duration, fence_margin: Duration) -> Self {
-        Self {
-            lease_duration,
-            fence_margin,
-            last_renewal_sent: None,
-        }
-    }
-
-    /// Records a successful renewal sent at `sent_at`. Older reports are
-    /// ignored, so out-of-order completions cannot move the deadline back.
-    pub fn renewed(&mut self, sent_at: Instant) {
-        if self.last_renewal_sent.is_none_or(|t| t < sent_at) {
-            self.last_renewal_sent = Some(sent_at);
-        }
-    }
-
-    /// The instant from which we must not announce, if we ever renewed.
-    pub fn deadline(&self) -> Option<Instant> {
-        let window = self.lease_duration.saturating_sub(self.fence_margin);
-        self.last_renewal_sent.and_then(|t| t.checked_add(window))
-    }
-
-    /// Whether we must withdraw everything at `now`.
-    pub fn is_fenced(&self, now: Instant) -> bool {
-        self.deadline().is_none_or(|d| now >= d)
-    }
-}
+use super::eligibility::{AnnounceOn, ServiceKey, VipPlan, eligibility};
+use super::index::Index;
+pub use super::index::{Change, Input};
+use crate::election::{self, Fence};
+use crate::model::ClassFilter;
 
 /// What the speaker must do after a decision.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -183,28 +70,20 @@ pub struct Timing {
 /// The speaker's whole decision state.
 #[derive(Debug)]
 pub struct Core {
+    /// This node's name.
+    node: String,
+    /// What the watches show.
+    index: Index,
+    /// Which Services are ours: the controller's `--require-class` rule.
+    class: ClassFilter,
     /// See [`Timing::takeover_delay`].
     takeover_delay: Duration,
     /// When our fence last opened (we became a member again).
     joined_at: Option<Instant>,
-    /// This node's name.
-    node: String,
-    /// Interfaces this node has (published in our lease for peers).
-    own_interfaces: Option<BTreeSet<String>>,
     /// Interface used for advertisements that name none.
     default_interface: Option<String>,
-    /// Watched objects.
-    view: ClusterView,
-    /// Raw Nodes' facts before interfaces from leases are merged in.
-    node_facts: BTreeMap<String, NodeFacts>,
-    /// Interfaces peers published in their leases.
-    lease_interfaces: BTreeMap<String, BTreeSet<String>>,
-    /// Peer liveness from lease changes.
-    liveness: Liveness,
     /// Our own lease's protection.
     fence: Fence,
-    /// Which watchers have listed once.
-    synced: Synced,
     /// Shutting down: announce nothing more.
     stopping: bool,
     /// What the dataplane was told: VIP -> interfaces.
@@ -225,6 +104,18 @@ pub struct Core {
     decided_once: bool,
 }
 
+/// What one decision wants announced and held, before it is compared with
+/// what is.
+#[derive(Debug, Default)]
+struct Wanted {
+    /// VIP -> interfaces to announce it on.
+    vips: BTreeMap<IpAddr, BTreeSet<String>>,
+    /// Service -> interfaces, for its `ServiceL2Status`.
+    statuses: BTreeMap<ServiceKey, BTreeSet<String>>,
+    /// Service -> other nodes owning another of its VIPs.
+    co_owners: BTreeMap<ServiceKey, BTreeSet<String>>,
+}
+
 impl Core {
     /// A core for `node`. `own_interfaces` is what this node has (and
     /// publishes); `default_interface` serves advertisements without `interfaces`.
@@ -239,18 +130,15 @@ impl Core {
             fence_margin,
             takeover_delay,
         } = timing;
+        let node = node.into();
         Self {
+            index: Index::new(node.clone(), lease_duration, own_interfaces),
+            node,
+            class: ClassFilter::default(),
             takeover_delay,
             joined_at: None,
-            node: node.into(),
-            own_interfaces,
             default_interface,
-            view: ClusterView::default(),
-            node_facts: BTreeMap::new(),
-            lease_interfaces: BTreeMap::new(),
-            liveness: Liveness::new(lease_duration),
             fence: Fence::new(lease_duration, fence_margin),
-            synced: Synced::default(),
             stopping: false,
             announced: BTreeMap::new(),
             statuses: BTreeMap::new(),
@@ -261,114 +149,29 @@ impl Core {
         }
     }
 
+    /// Announces only the Services `class` admits (as the controller
+    /// allocates only for them).
+    pub fn with_class(mut self, class: ClassFilter) -> Self {
+        self.class = class;
+        self
+    }
+
     /// Applies one input observed at local time `now`.
     pub fn apply(&mut self, input: Input, now: Instant) {
         match input {
-            Input::Pool(c) => {
-                self.synced.pools |= !matches!(c, Change::Broken);
-                apply_named(&mut self.view.pools, c, |p| p.name_any());
-            }
-            Input::Advertisement(c) => {
-                self.synced.advertisements |= !matches!(c, Change::Broken);
-                apply_named(&mut self.view.advertisements, c, |a| a.name_any());
-            }
-            Input::Node(c) => {
-                self.synced.nodes |= !matches!(c, Change::Broken);
-                let mut facts = std::mem::take(&mut self.node_facts);
-                apply_mapped(&mut facts, c, |n| (n.name_any(), NodeFacts::from_node(&n)));
-                self.node_facts = facts;
-            }
-            Input::Service(c) => {
-                self.synced.services |= !matches!(c, Change::Broken);
-                apply_named(&mut self.view.services, c, |s| ServiceKey {
-                    namespace: s.namespace().unwrap_or_default(),
-                    name: s.name_any(),
-                });
-            }
-            Input::Slice(c) => {
-                self.synced.slices |= !matches!(c, Change::Broken);
-                apply_named(&mut self.view.endpoint_slices, c, |s| {
-                    (s.namespace().unwrap_or_default(), s.name_any())
-                });
-            }
-            Input::Lease(c) => {
-                if !self.synced.leases && !matches!(c, Change::Broken) && self.decided_once {
-                    // Back after a gap: whatever changed meanwhile may be
-                    // replayed over several events, so no peer may expire
-                    // on the strength of the gap.
-                    self.liveness.restart_observation(now);
-                }
-                self.synced.leases = synced_after(&c);
-                self.apply_lease(c, now);
-            }
             Input::Renewed { sent_at } => {
                 if self.fence.is_fenced(now) {
                     self.joined_at = Some(now);
                 }
                 self.fence.renewed(sent_at);
             }
-        }
-    }
-
-    fn apply_lease(&mut self, change: Change<Lease>, now: Instant) {
-        let node_of = |l: &Lease| {
-            l.metadata
-                .name
-                .as_deref()
-                .and_then(|n| n.strip_prefix(SPEAKER_LEASE_PREFIX))
-                .filter(|n| !n.is_empty())
-                .map(str::to_string)
-        };
-        match change {
-            Change::Apply(l) => {
-                if let Some(node) = node_of(&l) {
-                    self.observe_lease(&node, &l, now);
-                }
-            }
-            Change::Delete(l) => {
-                if let Some(node) = node_of(&l) {
-                    self.liveness.remove(&node, now);
-                    self.lease_interfaces.remove(&node);
-                }
-            }
-            Change::Resync(all) => {
-                let listed: BTreeMap<String, Lease> = all
-                    .into_iter()
-                    .filter_map(|l| Some((node_of(&l)?, l)))
-                    .collect();
-                let known: Vec<String> = self.liveness.known().map(str::to_string).collect();
-                for gone in known.iter().filter(|n| !listed.contains_key(*n)) {
-                    self.liveness.remove(gone, now);
-                    self.lease_interfaces.remove(gone);
-                }
-                for (node, l) in &listed {
-                    self.observe_lease(node, l, now);
-                }
-            }
-            Change::Broken => {}
-        }
-    }
-
-    fn observe_lease(&mut self, node: &str, lease: &Lease, now: Instant) {
-        let (fingerprint, released) = fingerprint(lease);
-        self.liveness.observe(node, fingerprint, released, now);
-        match lease.annotations().get(INTERFACES_ANNOTATION) {
-            Some(v) => {
-                self.lease_interfaces
-                    .insert(node.to_string(), NodeFacts::parse_interfaces(v));
-            }
-            None => {
-                self.lease_interfaces.remove(node);
-            }
+            watched => self.index.apply(watched, now),
         }
     }
 
     /// This node's `InternalIP` addresses as its Node object gives them.
     pub fn own_internal_ips(&self) -> &[IpAddr] {
-        self.node_facts
-            .get(&self.node)
-            .map(|f| f.internal_ips.as_slice())
-            .unwrap_or_default()
+        self.index.own_internal_ips()
     }
 
     /// Sets the interface for advertisements that name none (it follows the
@@ -389,7 +192,7 @@ impl Core {
 
     /// Whether every watcher has listed once.
     pub fn synced(&self) -> bool {
-        self.synced.all()
+        self.index.synced()
     }
 
     /// Whether renewing our lease is useful at `now`. A fenced speaker whose
@@ -421,24 +224,21 @@ impl Core {
 
     /// A Service from the index (for Event object references).
     pub fn service(&self, key: &ServiceKey) -> Option<&Service> {
-        self.view.services.get(key)
+        self.index.service(key)
     }
 
     /// The next instant at which the decision may change with no new input:
     /// a peer expiring, our fence closing, or a takeover delay ending.
     pub fn next_wakeup(&self, now: Instant) -> Option<Instant> {
         let fence = self.fence.deadline().filter(|d| *d > now);
-        let takeover = self
-            .joined_at
-            .and_then(|j| j.checked_add(self.takeover_delay))
-            .filter(|t| *t > now);
+        let takeover = self.rejoin_hold_off_end().filter(|t| *t > now);
         let contested = self
             .contested
             .values()
             .filter_map(|t| t.checked_add(self.takeover_delay))
             .filter(|t| *t > now)
             .min();
-        [self.liveness.next_expiry(now), fence, takeover, contested]
+        [self.index.next_expiry(now), fence, takeover, contested]
             .into_iter()
             .flatten()
             .min()
@@ -448,12 +248,7 @@ impl Core {
     /// while our lease protects us (our own lease as seen by the watch is
     /// ignored; the fence is the stricter judge).
     pub fn members(&self, now: Instant) -> BTreeSet<String> {
-        let mut m: BTreeSet<String> = self
-            .liveness
-            .live(now)
-            .into_keys()
-            .filter(|n| *n != self.node)
-            .collect();
+        let mut m = self.index.live_peers(now);
         if !self.fence.is_fenced(now) && !self.stopping {
             m.insert(self.node.clone());
         }
@@ -465,131 +260,169 @@ impl Core {
     /// carried out (report failures with [`Core::announce_failed`]).
     pub fn decide(&mut self, now: Instant) -> Actions {
         let mut actions = Actions::default();
-        // Desired VIP -> interfaces, and Service -> interfaces.
-        let mut want: BTreeMap<IpAddr, BTreeSet<String>> = BTreeMap::new();
-        let mut want_status: BTreeMap<ServiceKey, BTreeSet<String>> = BTreeMap::new();
-        let mut co_owners: BTreeMap<ServiceKey, BTreeSet<String>> = BTreeMap::new();
-        if self.synced() {
-            self.rebuild_node_facts();
-            self.plan = eligibility(&self.view);
-            let members = self.members(now);
-            let mut owners = BTreeMap::new();
-            let mut contested = BTreeMap::new();
-            for (vip, plan) in &self.plan {
-                let owner = election::owner(
-                    *vip,
-                    plan.nodes
-                        .keys()
-                        .map(String::as_str)
-                        .filter(|n| members.contains(*n)),
-                )
-                .map(str::to_string);
-                if self.decided_once && self.owners.get(vip).is_none_or(|o| *o != owner) {
-                    actions.election_changes += 1;
-                }
-                let holding_off = self
-                    .joined_at
-                    .and_then(|j| j.checked_add(self.takeover_delay))
-                    .is_some_and(|t| now < t);
-                let from_live_peer = || {
-                    election::owner(
-                        *vip,
-                        plan.nodes
-                            .keys()
-                            .map(String::as_str)
-                            .filter(|n| *n != self.node && members.contains(*n)),
-                    )
-                    .is_some()
-                };
-                let mine = owner.as_deref() == Some(self.node.as_str());
-                let from_peer = mine
-                    && !self.announced.contains_key(vip)
-                    && (self.contested.contains_key(vip)
-                        || self
-                            .owners
-                            .get(vip)
-                            .cloned()
-                            .flatten()
-                            .is_some_and(|p| p != self.node && members.contains(&p)));
-                let mut contested_wait = false;
-                if from_peer {
-                    let since = *self.contested.get(vip).unwrap_or(&now);
-                    if since
-                        .checked_add(self.takeover_delay)
-                        .is_some_and(|t| now < t)
-                    {
-                        contested.insert(*vip, since);
-                        contested_wait = true;
-                    }
-                }
-                if mine
-                    && !contested_wait
-                    && !(holding_off && !self.announced.contains_key(vip) && from_live_peer())
-                {
-                    let on = &plan.nodes[&self.node];
-                    let mut ifaces = on.interfaces.clone();
-                    if on.default_interface {
-                        ifaces.extend(self.default_interface.clone());
-                    }
-                    if ifaces.is_empty() {
-                        actions.no_interface.push((*vip, plan.services.clone()));
-                    } else {
-                        for svc in &plan.services {
-                            want_status
-                                .entry(svc.clone())
-                                .or_default()
-                                .extend(ifaces.iter().cloned());
-                        }
-                        want.insert(*vip, ifaces);
-                    }
-                }
-                owners.insert(*vip, owner);
-            }
-            for svc in want_status.keys() {
-                let others: BTreeSet<String> = self
-                    .plan
-                    .iter()
-                    .filter(|(_, p)| p.services.contains(svc))
-                    .filter_map(|(vip, _)| owners.get(vip).cloned().flatten())
-                    .filter(|n| *n != self.node)
-                    .collect();
-                co_owners.insert(svc.clone(), others);
-            }
-            // VIPs that left the plan had an owner and now have none.
-            actions.election_changes += self
-                .owners
-                .iter()
-                .filter(|(v, o)| o.is_some() && !owners.contains_key(*v))
-                .count() as u64;
-            self.owners = owners;
-            self.contested = contested;
-            self.decided_once = true;
+        let mut wanted = if self.synced() {
+            self.elect(now, &mut actions)
         } else if self.decided_once {
             // A watch is down: keep what we announce (our lease still
             // protects it) but take nothing new on a possibly stale view.
-            want = self.announced.clone();
-            want_status = self.statuses.clone();
-        }
+            Wanted {
+                vips: self.announced.clone(),
+                statuses: self.statuses.clone(),
+                co_owners: BTreeMap::new(),
+            }
+        } else {
+            Wanted::default()
+        };
         if self.fence.is_fenced(now) || self.stopping {
-            want.clear();
-            want_status.clear();
+            wanted = Wanted::default();
         }
+        self.reconcile(wanted, &mut actions);
+        actions
+    }
+
+    /// Runs the election on a synced view: what we should announce now, and
+    /// the election changes seen.
+    fn elect(&mut self, now: Instant, actions: &mut Actions) -> Wanted {
+        let mut wanted = Wanted::default();
+        self.plan = eligibility(self.index.view(), self.class);
+        let members = self.members(now);
+        let mut owners = BTreeMap::new();
+        let mut contested = BTreeMap::new();
+        for (vip, plan) in &self.plan {
+            let owner =
+                election::owner(*vip, eligible_members(plan, &members, None)).map(str::to_string);
+            if self.decided_once && self.owners.get(vip).is_none_or(|o| *o != owner) {
+                actions.election_changes += 1;
+            }
+            let mine = owner.as_deref() == Some(self.node.as_str());
+            if mine && self.may_announce(*vip, plan, &members, now, &mut contested) {
+                // The owner was elected among `plan.nodes`, so ours is there.
+                if let Some(on) = plan.nodes.get(&self.node) {
+                    self.place(*vip, plan, on, &mut wanted, actions);
+                }
+            }
+            owners.insert(*vip, owner);
+        }
+        for svc in wanted.statuses.keys() {
+            let others: BTreeSet<String> = self
+                .plan
+                .iter()
+                .filter(|(_, p)| p.services.contains(svc))
+                .filter_map(|(vip, _)| owners.get(vip).cloned().flatten())
+                .filter(|n| *n != self.node)
+                .collect();
+            wanted.co_owners.insert(svc.clone(), others);
+        }
+        // VIPs that left the plan had an owner and now have none.
+        actions.election_changes += self
+            .owners
+            .iter()
+            .filter(|(v, o)| o.is_some() && !owners.contains_key(*v))
+            .count() as u64;
+        self.owners = owners;
+        self.contested = contested;
+        self.decided_once = true;
+        wanted
+    }
+
+    /// Whether we, the elected owner of `vip`, may announce it at `now`, or
+    /// must first give the peer that had it time to withdraw. Records VIPs
+    /// still waiting in `contested`.
+    fn may_announce(
+        &self,
+        vip: IpAddr,
+        plan: &VipPlan,
+        members: &BTreeSet<String>,
+        now: Instant,
+        contested: &mut BTreeMap<IpAddr, Instant>,
+    ) -> bool {
+        if self.announced.contains_key(&vip) {
+            return true;
+        }
+        // Eligibility moved the VIP to us from a peer that is still live:
+        // it withdraws when its own watch shows the change.
+        let taken_from_live_peer = self.contested.contains_key(&vip)
+            || self
+                .owners
+                .get(&vip)
+                .cloned()
+                .flatten()
+                .is_some_and(|p| p != self.node && members.contains(&p));
+        if taken_from_live_peer {
+            let since = *self.contested.get(&vip).unwrap_or(&now);
+            if since
+                .checked_add(self.takeover_delay)
+                .is_some_and(|t| now < t)
+            {
+                contested.insert(vip, since);
+                return false;
+            }
+        }
+        // We just (re)joined: a live peer that would own the VIP without us
+        // withdraws only once its watch shows our lease.
+        let rejoining = self.rejoin_hold_off_end().is_some_and(|t| now < t);
+        let a_live_peer_could_own_it =
+            election::owner(vip, eligible_members(plan, members, Some(&self.node))).is_some();
+        !(rejoining && a_live_peer_could_own_it)
+    }
+
+    /// When the hold-off after our last (re)join ends.
+    fn rejoin_hold_off_end(&self) -> Option<Instant> {
+        self.joined_at
+            .and_then(|j| j.checked_add(self.takeover_delay))
+    }
+
+    /// Adds `vip` to what we announce, on the interfaces `on` resolves to.
+    fn place(
+        &self,
+        vip: IpAddr,
+        plan: &VipPlan,
+        on: &AnnounceOn,
+        wanted: &mut Wanted,
+        actions: &mut Actions,
+    ) {
+        let mut ifaces = on.interfaces.clone();
+        if on.default_interface {
+            ifaces.extend(self.default_interface.clone());
+        }
+        if ifaces.is_empty() {
+            actions.no_interface.push((vip, plan.services.clone()));
+            return;
+        }
+        for svc in &plan.services {
+            wanted
+                .statuses
+                .entry(svc.clone())
+                .or_default()
+                .extend(ifaces.iter().cloned());
+        }
+        wanted.vips.insert(vip, ifaces);
+    }
+
+    /// Turns the difference between what is and what is wanted into actions,
+    /// and records the wanted state as the new truth.
+    fn reconcile(&mut self, wanted: Wanted, actions: &mut Actions) {
+        let Wanted {
+            vips,
+            statuses,
+            mut co_owners,
+        } = wanted;
         for (vip, ifaces) in &self.announced {
-            if want.get(vip) != Some(ifaces) {
+            if vips.get(vip) != Some(ifaces) {
                 actions.withdraw.push(*vip);
             }
         }
-        for (vip, ifaces) in &want {
+        for (vip, ifaces) in &vips {
             if self.announced.get(vip) != Some(ifaces) {
                 actions.announce.push((*vip, ifaces.clone()));
             }
         }
         for svc in self.statuses.keys() {
-            if !want_status.contains_key(svc) {
+            if !statuses.contains_key(svc) {
                 actions.status_delete.push(svc.clone());
             }
         }
-        for (svc, ifaces) in &want_status {
+        for (svc, ifaces) in &statuses {
             match self.statuses.get(svc) {
                 Some(had) if had == ifaces => {}
                 Some(_) => actions.status_upsert.push((svc.clone(), ifaces.clone())),
@@ -602,98 +435,31 @@ impl Core {
                 }
             }
         }
-        self.announced = want;
-        self.statuses = want_status;
-        actions
-    }
-
-    fn rebuild_node_facts(&mut self) {
-        self.view.nodes = self
-            .node_facts
-            .iter()
-            .map(|(name, facts)| {
-                let mut f = facts.clone();
-                f.interfaces = if *name == self.node {
-                    self.own_interfaces.clone()
-                } else {
-                    self.lease_interfaces.get(name).cloned()
-                };
-                (name.clone(), f)
-            })
-            .collect();
+        self.announced = vips;
+        self.statuses = statuses;
     }
 }
 
-/// The renewal fingerprint of a lease and whether it is released. Remote
-/// timestamps are only compared for equality (see `election::liveness`).
-pub fn fingerprint(lease: &Lease) -> (LeaseFingerprint, bool) {
-    let spec = lease.spec.clone().unwrap_or_default();
-    let holder = spec.holder_identity.unwrap_or_default();
-    let stamp = |t: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime>| {
-        t.map(|t| t.0.to_string()).unwrap_or_default()
-    };
-    let token = format!(
-        "{holder}|{}|{}|{}",
-        stamp(spec.renew_time),
-        stamp(spec.acquire_time),
-        spec.lease_transitions.unwrap_or_default()
-    );
-    let declared = spec
-        .lease_duration_seconds
-        .and_then(|s| u64::try_from(s).ok())
-        .map(Duration::from_secs);
-    let released = holder.is_empty();
-    (
-        LeaseFingerprint {
-            token,
-            declared_duration: declared,
-        },
-        released,
-    )
-}
-
-/// Whether the lease view is in sync after `change`. A failed lease watch
-/// unsyncs it: peers would seem to stop renewing only because we cannot see
-/// them. Any later event re-syncs it (the watcher delivers single changes
-/// only after a complete list, or while a resumed watch replays what
-/// happened meanwhile; live peers renew every period, so events do come).
-/// Other kinds stay synced through a watch failure: a stale view there only
-/// delays a change, as a slow watch would.
-fn synced_after<K>(change: &Change<K>) -> bool {
-    !matches!(change, Change::Broken)
-}
-
-fn apply_named<K, V>(map: &mut BTreeMap<K, V>, change: Change<V>, key: impl Fn(&V) -> K)
-where
-    K: Ord,
-{
-    apply_mapped(map, change, |v| (key(&v), v));
-}
-
-fn apply_mapped<K, S, V>(map: &mut BTreeMap<K, V>, change: Change<S>, f: impl Fn(S) -> (K, V))
-where
-    K: Ord,
-{
-    match change {
-        Change::Apply(o) => {
-            let (k, v) = f(o);
-            map.insert(k, v);
-        }
-        Change::Delete(o) => {
-            let (k, _) = f(o);
-            map.remove(&k);
-        }
-        Change::Resync(all) => {
-            *map = all.into_iter().map(f).collect();
-        }
-        Change::Broken => {}
-    }
+/// The nodes of `plan` that are members, leaving out `except`.
+fn eligible_members<'a>(
+    plan: &'a VipPlan,
+    members: &'a BTreeSet<String>,
+    except: Option<&'a str>,
+) -> impl Iterator<Item = &'a str> + 'a {
+    plan.nodes
+        .keys()
+        .map(String::as_str)
+        .filter(move |n| members.contains(*n) && Some(*n) != except)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::EXCLUDE_LB_LABEL;
+    use crate::api::{EXCLUDE_LB_LABEL, SPEAKER_LEASE_PREFIX};
+    use crate::speaker::eligibility::INTERFACES_ANNOTATION;
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::Node;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
     use proptest::prelude::*;
     use serde_json::json;
 
@@ -909,16 +675,6 @@ mod tests {
     }
 
     #[test]
-    fn stale_renewal_report_does_not_move_the_deadline_back() {
-        let t0 = Instant::now();
-        let mut f = Fence::new(D, MARGIN);
-        assert!(f.is_fenced(t0));
-        f.renewed(t0 + Duration::from_secs(2));
-        f.renewed(t0);
-        assert_eq!(f.deadline(), Some(t0 + Duration::from_secs(5)));
-    }
-
-    #[test]
     fn peer_expiry_moves_only_its_vips_after_full_duration() {
         let t0 = Instant::now();
         let mut b = core("node-b", t0);
@@ -1111,7 +867,6 @@ mod tests {
                 Some([(INTERFACES_ANNOTATION.to_string(), "eth0".to_string())].into());
             c.apply(Input::Lease(Change::Apply(l)), t0);
         }
-        c.own_interfaces = Some(BTreeSet::from(["eth9".to_string()]));
         c.apply(Input::Renewed { sent_at: t0 }, t0);
         // Only node-a has eth9, so it owns every VIP.
         let a = c.decide(t0);

@@ -25,29 +25,15 @@ use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::api::{EXCLUDE_LB_LABEL, IPAddressPool, L2Advertisement};
-use crate::api::{LOAD_BALANCER_CLASS, selectors};
-use crate::ipam::Allocator;
-use crate::labels::{Labels, Selector};
+use crate::labels::Labels;
+use crate::model::{ClassFilter, CompiledAd, PoolIndex, ingress_ips};
 
 /// Lease annotation where a speaker publishes its interface names (comma-separated).
 pub const INTERFACES_ANNOTATION: &str = "l2lb.io/interfaces";
 /// EndpointSlice label naming the Service the slice belongs to.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
-/// A Service's identity.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ServiceKey {
-    /// Namespace of the Service.
-    pub namespace: String,
-    /// Name of the Service.
-    pub name: String,
-}
-
-impl std::fmt::Display for ServiceKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
+pub use crate::model::ServiceKey;
 
 /// What eligibility needs to know about a node.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -152,25 +138,16 @@ pub struct VipPlan {
     pub nodes: BTreeMap<String, AnnounceOn>,
 }
 
-/// The eligibility of every announceable VIP. VIPs with no eligible node are
-/// present with an empty `nodes` map, so callers can report them.
-pub fn eligibility(view: &ClusterView) -> BTreeMap<IpAddr, VipPlan> {
-    let ads: Vec<CompiledAd<'_>> = view
-        .advertisements
-        .values()
-        .filter_map(CompiledAd::compile)
-        .collect();
+/// The eligibility of every announceable VIP of the Services `class`
+/// admits. VIPs with no eligible node are present with an empty `nodes`
+/// map, so callers can report them.
+pub fn eligibility(view: &ClusterView, class: ClassFilter) -> BTreeMap<IpAddr, VipPlan> {
+    let ads = CompiledAd::compile_all(view.advertisements.values());
     let endpoints = usable_endpoints(view);
-    let mut pools = Allocator::new();
-    pools.set_pools(
-        view.pools
-            .values()
-            .filter_map(|p| crate::controller::convert::pool_spec(p).ok())
-            .collect(),
-    );
+    let pools = PoolIndex::new(view.pools.values());
     let mut out: BTreeMap<IpAddr, VipPlan> = BTreeMap::new();
     for (key, svc) in &view.services {
-        if !is_ours(svc) {
+        if !class.is_ours(svc) {
             continue;
         }
         // A Service with no usable endpoint anywhere is not announced.
@@ -199,7 +176,7 @@ pub fn eligibility(view: &ClusterView) -> BTreeMap<IpAddr, VipPlan> {
                     if !node_usable(facts) || (local && !endpoint_nodes.contains(node)) {
                         continue;
                     }
-                    if let Some(on) = ad.on_node(facts) {
+                    if let Some(on) = announce_on(ad, facts) {
                         nodes.entry(node.clone()).or_default().merge(&on);
                     }
                 }
@@ -227,46 +204,15 @@ pub fn eligibility(view: &ClusterView) -> BTreeMap<IpAddr, VipPlan> {
     out
 }
 
-/// Names of the advertisements that announce `pool` (for the pool's
-/// `Advertised` condition). An advertisement with an invalid selector
-/// announces nothing, as in [`eligibility`].
-pub fn advertisements_of<'a>(
-    pool: &IPAddressPool,
-    ads: impl IntoIterator<Item = &'a L2Advertisement>,
-) -> Vec<String> {
-    let name = pool.metadata.name.as_deref().unwrap_or_default();
-    let labels = pool.metadata.labels.clone().unwrap_or_default();
-    ads.into_iter()
-        .filter_map(CompiledAd::compile)
-        .filter(|ad| ad.selects_pool(name, &labels))
-        .filter_map(|ad| ad.ad.metadata.name.clone())
-        .collect()
-}
-
 /// A node may announce anything at all.
 fn node_usable(facts: &NodeFacts) -> bool {
     facts.ready && !facts.network_unavailable && !facts.labels.contains_key(EXCLUDE_LB_LABEL)
 }
 
-/// The Service is a LoadBalancer of our class (or of no class).
-fn is_ours(svc: &Service) -> bool {
-    let Some(spec) = svc.spec.as_ref() else {
-        return false;
-    };
-    spec.type_.as_deref() == Some("LoadBalancer")
-        && spec
-            .load_balancer_class
-            .as_deref()
-            .is_none_or(|c| c == LOAD_BALANCER_CLASS)
-}
-
-pub use crate::controller::convert::ingress_ips;
-
-/// The pool a VIP belongs to: the pool IPAM says hands the address out
-/// (the older pool for overlapping ones). The controller uses the same
-/// rule, so the two never disagree, and nothing a user writes on the
-/// Service can make a node announce under another pool's advertisements.
-fn pool_of<'a>(view: &'a ClusterView, pools: &Allocator, vip: IpAddr) -> Option<&'a IPAddressPool> {
+/// The pool a VIP belongs to, by the rule the controller allocates by
+/// ([`PoolIndex`]), so nothing a user writes on the Service can make a node
+/// announce under another pool's advertisements.
+fn pool_of<'a>(view: &'a ClusterView, pools: &PoolIndex, vip: IpAddr) -> Option<&'a IPAddressPool> {
     view.pools.get(pools.pool_of(vip)?)
 }
 
@@ -307,72 +253,38 @@ fn usable_endpoints(view: &ClusterView) -> BTreeMap<ServiceKey, BTreeSet<String>
     out
 }
 
-/// An advertisement with its selectors converted once.
-struct CompiledAd<'a> {
-    ad: &'a L2Advertisement,
-    pool_selectors: Vec<Selector>,
-    service_selectors: Vec<Selector>,
-    node_selectors: Vec<Selector>,
-}
-
-impl<'a> CompiledAd<'a> {
-    /// Converts the selectors; an advertisement with an invalid selector
-    /// advertises nothing (the API server's schema should have refused it,
-    /// and announcing too widely is the worse failure).
-    fn compile(ad: &'a L2Advertisement) -> Option<Self> {
-        Some(Self {
-            ad,
-            pool_selectors: selectors(&ad.spec.ip_address_pool_selectors).ok()?,
-            service_selectors: selectors(&ad.spec.service_selectors).ok()?,
-            node_selectors: selectors(&ad.spec.node_selectors).ok()?,
-        })
+/// Where advertisement `ad` makes a node with `facts` announce, or `None`
+/// if it does not apply to that node.
+fn announce_on(ad: &CompiledAd<'_>, node: &NodeFacts) -> Option<AnnounceOn> {
+    if !ad.selects_node(&node.labels) {
+        return None;
     }
-
-    fn selects_pool(&self, name: &str, labels: &Labels) -> bool {
-        let by_name = &self.ad.spec.ip_address_pools;
-        (by_name.is_empty() && self.pool_selectors.is_empty())
-            || by_name.iter().any(|n| n == name)
-            || self.pool_selectors.iter().any(|s| s.matches(labels))
+    let wanted = ad.interfaces();
+    if wanted.is_empty() {
+        return Some(AnnounceOn {
+            default_interface: true,
+            interfaces: BTreeSet::new(),
+        });
     }
-
-    fn selects_service(&self, labels: &Labels) -> bool {
-        self.service_selectors.is_empty()
-            || self.service_selectors.iter().any(|s| s.matches(labels))
-    }
-
-    /// Where this advertisement makes `node` announce, or `None` if it does not apply.
-    fn on_node(&self, node: &NodeFacts) -> Option<AnnounceOn> {
-        if !(self.node_selectors.is_empty()
-            || self.node_selectors.iter().any(|s| s.matches(&node.labels)))
-        {
-            return None;
-        }
-        let wanted = &self.ad.spec.interfaces;
-        if wanted.is_empty() {
-            return Some(AnnounceOn {
-                default_interface: true,
-                interfaces: BTreeSet::new(),
-            });
-        }
-        let on = AnnounceOn {
-            default_interface: false,
-            interfaces: wanted
-                .iter()
-                .filter(|i| {
-                    node.interfaces
-                        .as_ref()
-                        .is_none_or(|have| have.contains(*i))
-                })
-                .cloned()
-                .collect(),
-        };
-        (!on.is_empty()).then_some(on)
-    }
+    let on = AnnounceOn {
+        default_interface: false,
+        interfaces: wanted
+            .iter()
+            .filter(|i| {
+                node.interfaces
+                    .as_ref()
+                    .is_none_or(|have| have.contains(*i))
+            })
+            .cloned()
+            .collect(),
+    };
+    (!on.is_empty()).then_some(on)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::LOAD_BALANCER_CLASS;
     use serde_json::json;
 
     fn key(ns: &str, name: &str) -> ServiceKey {
@@ -472,7 +384,7 @@ mod tests {
     }
 
     fn eligible(v: &ClusterView) -> Vec<String> {
-        eligibility(v)
+        eligibility(v, ClassFilter::default())
             .get(&vip())
             .map(|p| p.nodes.keys().cloned().collect())
             .unwrap_or_default()
@@ -480,7 +392,7 @@ mod tests {
 
     #[test]
     fn all_ready_nodes_eligible_on_default_interface() {
-        let plan = eligibility(&base());
+        let plan = eligibility(&base(), ClassFilter::default());
         let p = &plan[&vip()];
         assert_eq!(p.services, BTreeSet::from([key("default", "web")]));
         assert_eq!(p.nodes.len(), 3);
@@ -556,7 +468,10 @@ mod tests {
             "all".into(),
             ad("all", json!({"ipAddressPools": ["other"]})),
         );
-        assert!(eligibility(&v).is_empty(), "pool not advertised");
+        assert!(
+            eligibility(&v, ClassFilter::default()).is_empty(),
+            "pool not advertised"
+        );
         v.advertisements
             .insert("all".into(), ad("all", json!({"ipAddressPools": ["p"]})));
         assert_eq!(eligible(&v).len(), 3);
@@ -567,7 +482,7 @@ mod tests {
                 json!({"ipAddressPoolSelectors": [{"matchLabels": {"tier": "silver"}}]}),
             ),
         );
-        assert!(eligibility(&v).is_empty());
+        assert!(eligibility(&v, ClassFilter::default()).is_empty());
         v.advertisements.insert(
             "all".into(),
             ad(
@@ -578,7 +493,7 @@ mod tests {
         assert_eq!(eligible(&v).len(), 3);
         v.advertisements.clear();
         assert!(
-            eligibility(&v).is_empty(),
+            eligibility(&v, ClassFilter::default()).is_empty(),
             "no advertisement, nothing announced"
         );
     }
@@ -593,7 +508,7 @@ mod tests {
                 json!({"serviceSelectors": [{"matchLabels": {"app": "db"}}]}),
             ),
         );
-        assert!(eligibility(&v).is_empty());
+        assert!(eligibility(&v, ClassFilter::default()).is_empty());
         v.advertisements.insert(
             "all".into(),
             ad(
@@ -618,7 +533,7 @@ mod tests {
             "b".into(),
             ad("b", json!({"nodeSelectors": [{"matchLabels": {"zone": "node-b"}}], "interfaces": ["eth1"]})),
         );
-        let plan = eligibility(&v);
+        let plan = eligibility(&v, ClassFilter::default());
         let p = &plan[&vip()];
         assert!(p.nodes["node-a"].default_interface);
         assert_eq!(
@@ -640,7 +555,7 @@ mod tests {
         v.nodes.get_mut("node-b").unwrap().interfaces =
             Some(BTreeSet::from(["eth0".into(), "eth2".into()]));
         // node-c: unknown list, assumed to have them.
-        let plan = eligibility(&v);
+        let plan = eligibility(&v, ClassFilter::default());
         let p = &plan[&vip()];
         assert!(!p.nodes.contains_key("node-a"));
         assert_eq!(
@@ -657,9 +572,9 @@ mod tests {
             ("default".into(), "web-1".into()),
             slice("web", "web-1", json!([{"addresses": ["10.0.0.1"], "nodeName": "node-a", "conditions": {"ready": false}}])),
         );
-        assert!(eligibility(&v).is_empty());
+        assert!(eligibility(&v, ClassFilter::default()).is_empty());
         v.endpoint_slices.clear();
-        assert!(eligibility(&v).is_empty());
+        assert!(eligibility(&v, ClassFilter::default()).is_empty());
         // Terminating but still serving counts.
         v.endpoint_slices.insert(
             ("default".into(), "web-1".into()),
@@ -693,7 +608,7 @@ mod tests {
                 json!([{"addresses": ["10.0.0.1"], "nodeName": "node-a"}]),
             ),
         );
-        assert!(eligibility(&v).is_empty());
+        assert!(eligibility(&v, ClassFilter::default()).is_empty());
     }
 
     #[test]
@@ -729,7 +644,7 @@ mod tests {
                 json!({"spec": {"loadBalancerClass": "other.io/lb"}}),
             ),
         );
-        assert!(eligibility(&v).is_empty());
+        assert!(eligibility(&v, ClassFilter::default()).is_empty());
         v.services.insert(
             key("default", "web"),
             service(
@@ -747,7 +662,50 @@ mod tests {
                 json!({"spec": {"type": "ClusterIP"}}),
             ),
         );
-        assert!(eligibility(&v).is_empty());
+        assert!(eligibility(&v, ClassFilter::default()).is_empty());
+    }
+
+    #[test]
+    fn with_the_class_required_classless_services_are_not_announced() {
+        // The controller given --require-class allocates nothing for a
+        // classless Service; its address (written by someone else) must
+        // not be announced either.
+        let required = ClassFilter::new(true);
+        let mut v = base();
+        assert_eq!(
+            eligible(&v).len(),
+            3,
+            "classless Service announced by default"
+        );
+        assert!(eligibility(&v, required).is_empty());
+        v.services.insert(
+            key("default", "web"),
+            service(
+                "web",
+                &["198.18.0.10"],
+                json!({"spec": {"loadBalancerClass": LOAD_BALANCER_CLASS}}),
+            ),
+        );
+        assert_eq!(eligibility(&v, required).len(), 1);
+    }
+
+    #[test]
+    fn a_pool_with_a_malformed_service_allocation_is_still_announced() {
+        // The controller keeps such a pool (automatic assignment off) and
+        // its Services keep their addresses; they must stay answered.
+        let mut v = base();
+        let mut p = pool("p", &["198.18.0.0/24"], json!({}));
+        p.spec.service_allocation = serde_json::from_value(json!({
+            "serviceSelectors": [{"matchExpressions":
+                [{"key": "app", "operator": "Bogus", "values": ["x"]}]}]
+        }))
+        .unwrap();
+        assert!(
+            crate::model::pool_spec(&p).is_err(),
+            "selector must be malformed"
+        );
+        v.pools.insert("p".into(), p);
+        assert_eq!(eligible(&v).len(), 3);
     }
 
     #[test]
@@ -759,7 +717,7 @@ mod tests {
             .insert("all".into(), ad("all", json!({"ipAddressPools": ["q"]})));
         // By address the VIP belongs to p, which is not advertised; a
         // MetalLB-style pool annotation naming q changes nothing.
-        assert!(eligibility(&v).is_empty());
+        assert!(eligibility(&v, ClassFilter::default()).is_empty());
         v.services.insert(
             key("default", "web"),
             service(
@@ -768,14 +726,14 @@ mod tests {
                 json!({"metadata": {"annotations": {"metallb.io/ip-allocated-from-pool": "q"}}}),
             ),
         );
-        assert!(eligibility(&v).is_empty());
+        assert!(eligibility(&v, ClassFilter::default()).is_empty());
         // A VIP in no pool is not announced.
         v.services.insert(
             key("default", "web"),
             service("web", &["192.0.2.1"], json!({})),
         );
         v.advertisements.insert("all".into(), ad("all", json!({})));
-        assert!(eligibility(&v).is_empty());
+        assert!(eligibility(&v, ClassFilter::default()).is_empty());
     }
 
     #[test]
@@ -785,7 +743,7 @@ mod tests {
             key("default", "web"),
             service("web", &["198.18.0.10", "fd00:198:18::10"], json!({})),
         );
-        let plan = eligibility(&v);
+        let plan = eligibility(&v, ClassFilter::default());
         assert_eq!(plan.len(), 2);
         assert!(plan.values().all(|p| p.nodes.len() == 3));
     }
@@ -809,7 +767,7 @@ mod tests {
                 json!([{"addresses": ["10.0.0.5"], "nodeName": "node-b"}]),
             ),
         );
-        let plan = eligibility(&v);
+        let plan = eligibility(&v, ClassFilter::default());
         let p = &plan[&vip()];
         assert_eq!(p.services.len(), 2);
         assert_eq!(p.nodes.keys().collect::<Vec<_>>(), ["node-b"]);
@@ -822,7 +780,7 @@ mod tests {
             "all".into(),
             ad("all", json!({"nodeSelectors": [{"matchExpressions": [{"key": "k", "operator": "Bogus"}]}]})),
         );
-        assert!(eligibility(&v).is_empty());
+        assert!(eligibility(&v, ClassFilter::default()).is_empty());
     }
 
     #[test]

@@ -11,6 +11,7 @@
 pub mod core;
 pub mod dataplane;
 pub mod eligibility;
+mod index;
 pub mod netinfo;
 mod status;
 mod tasks;
@@ -94,6 +95,10 @@ pub struct SpeakerArgs {
     /// separated (default: every interface except `lo`).
     #[arg(long, env = "L2LB_INTERFACES", value_delimiter = ',')]
     pub interfaces: Option<Vec<String>>,
+    /// Announce only Services with `spec.loadBalancerClass: l2lb.io/l2`
+    /// (by default Services with no class too). Set it as on the controller.
+    #[arg(long, env = "L2LB_REQUIRE_CLASS")]
+    pub require_class: bool,
 }
 
 /// The speaker's validated configuration.
@@ -118,6 +123,8 @@ pub struct SpeakerConfig {
     pub default_interface: Option<String>,
     /// Interfaces this node offers; `None` = detect.
     pub interfaces: Option<BTreeSet<String>>,
+    /// Which Services are ours (see [`SpeakerArgs::require_class`]).
+    pub class: crate::model::ClassFilter,
     /// Metrics handles; register them in the caller's registry with
     /// [`SpeakerMetrics::register`] before [`run`].
     pub metrics: SpeakerMetrics,
@@ -162,6 +169,7 @@ impl SpeakerConfig {
             metrics_addr: SocketAddr::from(([0, 0, 0, 0], 7473)),
             default_interface: None,
             interfaces: None,
+            class: crate::model::ClassFilter::default(),
             metrics: SpeakerMetrics::default(),
             health: Arc::default(),
         }
@@ -218,6 +226,7 @@ impl TryFrom<SpeakerArgs> for SpeakerConfig {
                     .filter(|s| !s.is_empty())
                     .collect()
             }),
+            class: crate::model::ClassFilter::new(a.require_class),
             metrics: SpeakerMetrics::default(),
             health: Arc::default(),
         };

@@ -165,7 +165,8 @@ async fn run_inner(
         config.timing(),
         Some(own_interfaces),
         config.default_interface.clone(),
-    );
+    )
+    .with_class(config.class);
     // The Node's InternalIPs the default interface was last resolved for.
     let mut resolved_for: Option<Vec<IpAddr>> = None;
     let mut first_decision_sent = false;

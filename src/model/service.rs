@@ -1,15 +1,11 @@
-//! Pure translation between Kubernetes objects and IPAM's inputs and outputs.
+//! Services as l2lb sees them: which are ours, what they ask IPAM for, and
+//! the `status.loadBalancer` that publishes their addresses.
 //!
-//! Decides which Services are l2lb's, turns a Service plus its namespace's
-//! labels into an [`ipam::ServiceRequest`], a pool object into an
-//! [`ipam::PoolSpec`], and an assignment into the `status.loadBalancer` we
-//! want. No API calls happen here.
+//! Pure translation; no API calls happen here.
 
+use crate::api::LOAD_BALANCER_CLASS;
 use crate::api::annotations::{self, AnnotationError};
-use crate::api::{self, IPAddressPool, LOAD_BALANCER_CLASS};
-use crate::ipam::{
-    AllocationScope, Family, FamilyPolicy, PoolSpec, Protocol, ServiceKey, ServiceRequest,
-};
+use crate::ipam::{Family, FamilyPolicy, Protocol, ServiceKey, ServiceRequest};
 use crate::labels::{Labels, SelectorError};
 use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, Service};
 use kube::ResourceExt;
@@ -39,21 +35,38 @@ pub fn service_key(svc: &Service) -> ServiceKey {
     }
 }
 
-/// Whether l2lb should handle `svc`: `type: LoadBalancer` and either our
-/// class, or no class at all unless `require_class`.
-pub fn is_ours(svc: &Service, require_class: bool) -> bool {
-    let Some(spec) = &svc.spec else { return false };
-    if spec.type_.as_deref() != Some("LoadBalancer") {
-        return false;
+/// Which Services l2lb handles: `type: LoadBalancer` with our
+/// `loadBalancerClass`, and, unless the class is required, those with no
+/// class at all. The controller and the speaker are given the same filter
+/// (`--require-class` on both), so a Service the controller leaves alone is
+/// never announced either.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClassFilter {
+    /// Handle only Services that name [`LOAD_BALANCER_CLASS`].
+    pub require_class: bool,
+}
+
+impl ClassFilter {
+    /// The filter for `--require-class` set (`true`) or not.
+    pub fn new(require_class: bool) -> Self {
+        Self { require_class }
     }
-    match spec.load_balancer_class.as_deref() {
-        Some(class) => class == LOAD_BALANCER_CLASS,
-        None => !require_class,
+
+    /// Whether l2lb handles `svc`.
+    pub fn is_ours(&self, svc: &Service) -> bool {
+        let Some(spec) = &svc.spec else { return false };
+        if spec.type_.as_deref() != Some("LoadBalancer") {
+            return false;
+        }
+        match spec.load_balancer_class.as_deref() {
+            Some(class) => class == LOAD_BALANCER_CLASS,
+            None => !self.require_class,
+        }
     }
 }
 
 /// Seconds since the epoch of an object's creation; 0 when unknown.
-fn created(ts: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>) -> i64 {
+pub(crate) fn created(ts: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>) -> i64 {
     ts.map(|t| t.0.as_second()).unwrap_or(0)
 }
 
@@ -117,34 +130,6 @@ pub fn service_request(
     })
 }
 
-/// Builds the IPAM view of a pool object.
-pub fn pool_spec(pool: &IPAddressPool) -> Result<PoolSpec, ConvertError> {
-    let name = pool.name_any();
-    let allocation = match &pool.spec.service_allocation {
-        None => None,
-        Some(sa) => {
-            let err = |source| ConvertError::Selector {
-                pool: name.clone(),
-                source,
-            };
-            Some(AllocationScope {
-                priority: sa.priority,
-                namespaces: sa.namespaces.clone(),
-                namespace_selectors: api::selectors(&sa.namespace_selectors).map_err(err)?,
-                service_selectors: api::selectors(&sa.service_selectors).map_err(err)?,
-            })
-        }
-    };
-    Ok(PoolSpec {
-        name: name.clone(),
-        created: created(pool.metadata.creation_timestamp.as_ref()),
-        addresses: pool.spec.addresses.clone(),
-        auto_assign: pool.spec.auto_assign,
-        avoid_buggy_ips: pool.spec.avoid_buggy_ips,
-        allocation,
-    })
-}
-
 /// The IPs currently published in `status.loadBalancer.ingress`.
 pub fn ingress_ips(svc: &Service) -> Vec<IpAddr> {
     svc.status
@@ -198,12 +183,13 @@ mod tests {
             svc(json!({"metadata": {"name": "a", "namespace": "n"},
                        "spec": {"type": "LoadBalancer", "loadBalancerClass": class}}))
         };
-        assert!(is_ours(&lb(None), false));
-        assert!(!is_ours(&lb(None), true));
-        assert!(is_ours(&lb(Some("l2lb.io/l2")), true));
-        assert!(!is_ours(&lb(Some("other.io/lb")), false));
+        let (any, required) = (ClassFilter::new(false), ClassFilter::new(true));
+        assert!(any.is_ours(&lb(None)));
+        assert!(!required.is_ours(&lb(None)));
+        assert!(required.is_ours(&lb(Some("l2lb.io/l2"))));
+        assert!(!any.is_ours(&lb(Some("other.io/lb"))));
         let cluster_ip = svc(json!({"metadata": {"name": "a"}, "spec": {"type": "ClusterIP"}}));
-        assert!(!is_ours(&cluster_ip, false));
+        assert!(!any.is_ours(&cluster_ip));
     }
 
     #[test]
