@@ -8,6 +8,7 @@
 
 pub mod annotations;
 pub mod crds;
+pub mod events;
 pub mod rbac;
 mod types;
 

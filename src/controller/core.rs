@@ -7,6 +7,7 @@
 //! objects and assert the exact actions; the runtime in `mod.rs` only carries
 //! actions out.
 
+use crate::api::events::Reason;
 use crate::api::{INSTALL_NAMESPACE, IPAddressPoolStatus};
 use crate::api::{IPAddressPool, L2Advertisement};
 use crate::ipam::{Allocator, Assignment, PoolIssueKind, PoolSpec, ServiceKey};
@@ -18,18 +19,6 @@ use kube::ResourceExt;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
-
-/// Event reasons the controller emits on Services (a bounded set).
-pub mod reason {
-    /// An address was assigned.
-    pub const IP_ALLOCATED: &str = "IPAllocated";
-    /// No address could be assigned; the note says why.
-    pub const ALLOCATION_FAILED: &str = "AllocationFailed";
-    /// The Service stopped being ours and its address was released.
-    pub const IP_RELEASED: &str = "IPReleased";
-    /// A published address had to be withdrawn (conflict or pool removal).
-    pub const CLEAR_ASSIGNMENT: &str = "ClearAssignment";
-}
 
 /// Something the runtime must do.
 #[derive(Debug, Clone)]
@@ -47,10 +36,8 @@ pub enum Action {
     Event {
         /// The Service the event is about.
         service: Arc<Service>,
-        /// True for Warning, false for Normal.
-        warning: bool,
-        /// One of [`reason`].
-        reason: &'static str,
+        /// Why (Warning or Normal follows from it).
+        reason: Reason,
         /// Human-readable detail.
         note: String,
     },
@@ -184,8 +171,7 @@ impl Core {
             }
             actions.push(Action::Event {
                 service: Arc::clone(svc),
-                warning: true,
-                reason: reason::CLEAR_ASSIGNMENT,
+                reason: Reason::ClearAssignment,
                 note,
             });
             actions.extend(more);
@@ -272,8 +258,7 @@ impl Core {
             }
             actions.push(Action::Event {
                 service: Arc::clone(svc),
-                warning: false,
-                reason: reason::IP_RELEASED,
+                reason: Reason::IpReleased,
                 note: format!(
                     "released {} from pool {}: the Service is no longer a LoadBalancer of this class",
                     join(&released.ips),
@@ -319,8 +304,7 @@ impl Core {
                 if changed && !(starting && before.is_some()) {
                     actions.push(Action::Event {
                         service: Arc::clone(svc),
-                        warning: false,
-                        reason: reason::IP_ALLOCATED,
+                        reason: Reason::IpAllocated,
                         note: format!(
                             "assigned {} from pool {}",
                             join(&assignment.ips),
@@ -343,8 +327,7 @@ impl Core {
                         });
                         actions.push(Action::Event {
                             service: Arc::clone(svc),
-                            warning: true,
-                            reason: reason::CLEAR_ASSIGNMENT,
+                            reason: Reason::ClearAssignment,
                             note: format!("withdrew {}: {message}", join(&published)),
                         });
                     }
@@ -353,8 +336,7 @@ impl Core {
                     tracing::info!(service = %key, reason = %message, "allocation failed");
                     actions.push(Action::Event {
                         service: Arc::clone(svc),
-                        warning: true,
-                        reason: reason::ALLOCATION_FAILED,
+                        reason: Reason::AllocationFailed,
                         note: message.clone(),
                     });
                     self.failures.insert(key.clone(), message);
@@ -625,7 +607,7 @@ mod tests {
     }
 
     /// Events as (service name, reason).
-    fn events(actions: &[Action]) -> Vec<(String, &'static str)> {
+    fn events(actions: &[Action]) -> Vec<(String, Reason)> {
         actions
             .iter()
             .filter_map(|a| match a {
@@ -637,7 +619,7 @@ mod tests {
             .collect()
     }
 
-    fn note_of(actions: &[Action], want: &str) -> String {
+    fn note_of(actions: &[Action], want: Reason) -> String {
         actions
             .iter()
             .find_map(|a| match a {
@@ -663,11 +645,11 @@ mod tests {
         assert_eq!(
             events(&actions),
             vec![
-                ("a".into(), reason::IP_ALLOCATED),
-                ("b".into(), reason::IP_ALLOCATED)
+                ("a".into(), Reason::IpAllocated),
+                ("b".into(), Reason::IpAllocated)
             ]
         );
-        assert!(note_of(&actions, reason::IP_ALLOCATED).contains("pool default"));
+        assert!(note_of(&actions, Reason::IpAllocated).contains("pool default"));
     }
 
     #[test]
@@ -715,8 +697,8 @@ mod tests {
             writes(&actions),
             vec![("young".into(), vec!["198.18.0.101".into()])]
         );
-        assert!(events(&actions).contains(&("young".into(), reason::CLEAR_ASSIGNMENT)));
-        assert!(note_of(&actions, reason::CLEAR_ASSIGNMENT).contains("198.18.0.100"));
+        assert!(events(&actions).contains(&("young".into(), Reason::ClearAssignment)));
+        assert!(note_of(&actions, Reason::ClearAssignment).contains("198.18.0.100"));
     }
 
     #[test]
@@ -730,7 +712,7 @@ mod tests {
             writes(&actions),
             vec![("a".into(), vec!["198.18.0.100".into()])]
         );
-        assert!(events(&actions).contains(&("b".into(), reason::ALLOCATION_FAILED)));
+        assert!(events(&actions).contains(&("b".into(), Reason::AllocationFailed)));
         let kb = convert::service_key(&b);
         assert!(
             core.reconcile(&kb, Some(&b), &no_labels).is_empty(),
@@ -760,7 +742,7 @@ mod tests {
             .build();
         let got = core.reconcile(&convert::service_key(&changed), Some(&changed), &no_labels);
         assert_eq!(writes(&got), vec![("a".into(), vec![])]);
-        assert_eq!(events(&got), vec![("a".into(), reason::IP_RELEASED)]);
+        assert_eq!(events(&got), vec![("a".into(), Reason::IpReleased)]);
     }
 
     #[test]
@@ -808,7 +790,7 @@ mod tests {
         core.reconcile(&convert::service_key(&taken), Some(&taken), &no_labels);
         let got = core.sync_pools(&[s.clone(), taken], &[unrelated], &no_labels);
         assert_eq!(writes(&got), vec![("s".into(), vec![])]);
-        assert!(events(&got).contains(&("s".into(), reason::CLEAR_ASSIGNMENT)));
+        assert!(events(&got).contains(&("s".into(), Reason::ClearAssignment)));
     }
 
     #[test]
@@ -844,8 +826,8 @@ mod tests {
             .build();
         let got = core.reconcile(&convert::service_key(&bad), Some(&bad), &no_labels);
         assert!(writes(&got).is_empty(), "the published address stays");
-        assert_eq!(events(&got), vec![("a".into(), reason::ALLOCATION_FAILED)]);
-        assert!(note_of(&got, reason::ALLOCATION_FAILED).contains("banana"));
+        assert_eq!(events(&got), vec![("a".into(), Reason::AllocationFailed)]);
+        assert!(note_of(&got, Reason::AllocationFailed).contains("banana"));
     }
 
     #[test]
@@ -874,7 +856,7 @@ mod tests {
         let clash = share("clash", 3, 80);
         let got = core.reconcile(&convert::service_key(&clash), Some(&clash), &no_labels);
         assert!(writes(&got).is_empty());
-        let note = note_of(&got, reason::ALLOCATION_FAILED);
+        let note = note_of(&got, Reason::AllocationFailed);
         assert!(
             note.contains("default/http"),
             "note must name the other Service: {note}"

@@ -85,10 +85,10 @@ impl Metrics {
         }
     }
 
-    pub(super) fn record_event(&self, reason: &str) {
+    pub(super) fn record_event(&self, reason: crate::api::events::Reason) {
         self.events
             .get_or_create(&ReasonLabels {
-                reason: reason.into(),
+                reason: reason.as_str().into(),
             })
             .inc();
     }

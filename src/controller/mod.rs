@@ -20,6 +20,7 @@ pub mod core;
 mod leader;
 mod metrics;
 
+use crate::api::events::Reason;
 use crate::api::{CONTROLLER_LEASE, INSTALL_NAMESPACE, IPAddressPool, L2Advertisement};
 use crate::labels::Labels;
 use crate::model as convert;
@@ -447,16 +448,16 @@ async fn lead(
 
     // Events wait until no status write is in flight: the address is what
     // users wait for, and on a busy API server Events would slow it down.
-    let mut queued_events: Vec<(Arc<Service>, bool, &'static str, String)> = Vec::new();
-    let flush_events = |queued: &mut Vec<(Arc<Service>, bool, &'static str, String)>,
+    let mut queued_events: Vec<(Arc<Service>, Reason, String)> = Vec::new();
+    let flush_events = |queued: &mut Vec<(Arc<Service>, Reason, String)>,
                         tasks: &mut JoinSet<()>| {
-        for (service, warning, reason, note) in queued.drain(..) {
+        for (service, reason, note) in queued.drain(..) {
             let recorder = recorder.clone();
             let events = events.clone();
             tasks.spawn(async move {
                 let Ok(_permit) = events.acquire_owned().await else { return };
                 let ev = KubeEvent {
-                    type_: if warning { EventType::Warning } else { EventType::Normal },
+                    type_: if reason.is_warning() { EventType::Warning } else { EventType::Normal },
                     reason: reason.to_string(),
                     note: Some(note),
                     action: "Allocate".into(),
@@ -471,7 +472,7 @@ async fn lead(
     let dispatch = |actions: Vec<Action>,
                     in_flight: &mut HashSet<ServiceKey>,
                     deferred: &mut HashSet<ServiceKey>,
-                    queued_events: &mut Vec<(Arc<Service>, bool, &'static str, String)>,
+                    queued_events: &mut Vec<(Arc<Service>, Reason, String)>,
                     tasks: &mut JoinSet<()>| {
         // Collapse to the last status write per Service: it reflects the
         // final decision of this round.
@@ -484,12 +485,11 @@ async fn lead(
                 }
                 Action::Event {
                     service,
-                    warning,
                     reason,
                     note,
                 } => {
                     metrics.record_event(reason);
-                    queued_events.push((service, warning, reason, note));
+                    queued_events.push((service, reason, note));
                 }
             }
         }

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::eligibility::ServiceKey;
+use crate::api::events::Reason;
 use crate::api::{
     STATUS_NODE_LABEL, STATUS_SERVICE_NAME_LABEL, STATUS_SERVICE_NAMESPACE_LABEL, ServiceL2Status,
     ServiceL2StatusSpec,
@@ -55,10 +56,8 @@ pub enum StatusMsg {
     Event {
         /// The object the Event is about (a Service).
         regarding: ObjectReference,
-        /// Normal or Warning.
-        warning: bool,
-        /// `nodeAssigned`, `announceFailed`, `ipConflict`.
-        reason: &'static str,
+        /// Why (Warning or Normal follows from it).
+        reason: Reason,
         /// Human-readable detail.
         note: String,
     },
@@ -157,8 +156,8 @@ pub async fn run(
     }
 }
 
-/// An Event to publish: (regarding, warning, reason, note).
-type EventMsg = (ObjectReference, bool, &'static str, String);
+/// An Event to publish: (regarding, reason, note).
+type EventMsg = (ObjectReference, Reason, String);
 
 /// Folds a message into the pending writes; returns an Event to publish.
 fn absorb(
@@ -191,10 +190,9 @@ fn absorb(
         StatusMsg::FirstDecisionDone => *first_done = true,
         StatusMsg::Event {
             regarding,
-            warning,
             reason,
             note,
-        } => return Some((regarding, warning, reason, note)),
+        } => return Some((regarding, reason, note)),
     }
     None
 }
@@ -305,20 +303,20 @@ async fn write_absent(api: &Api<ServiceL2Status>, name: &str) -> Result<(), kube
     }
 }
 
-async fn publish(recorder: &Recorder, (regarding, warning, reason, note): EventMsg) {
+async fn publish(recorder: &Recorder, (regarding, reason, note): EventMsg) {
     let ev = Event {
-        type_: if warning {
+        type_: if reason.is_warning() {
             EventType::Warning
         } else {
             EventType::Normal
         },
-        reason: reason.into(),
+        reason: reason.to_string(),
         note: Some(note),
-        action: reason.into(),
+        action: reason.to_string(),
         secondary: None,
     };
     if let Err(e) = recorder.publish(&ev, &regarding).await {
-        debug!(reason, error = %e, "publishing Event failed");
+        debug!(%reason, error = %e, "publishing Event failed");
     }
 }
 

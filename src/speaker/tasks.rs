@@ -45,6 +45,7 @@ use super::core::{Actions, Change, Core, Input};
 use super::eligibility::{INTERFACES_ANNOTATION, ServiceKey};
 use super::status::{self, StatusMsg};
 use super::{Announcer, IpConflict, SpeakerConfig, SpeakerError, netinfo};
+use crate::api::events::Reason;
 use crate::api::{IPAddressPool, L2Advertisement, SPEAKER_LEASE_PREFIX};
 
 /// How long after a failed announce the loop tries again.
@@ -301,8 +302,7 @@ fn execute(
                         core,
                         status_tx,
                         &svc,
-                        true,
-                        "announceFailed",
+                        Reason::AnnounceFailed,
                         format!("{node} could not announce {vip} on {iface}: {e}"),
                     );
                 }
@@ -319,8 +319,7 @@ fn execute(
                 core,
                 status_tx,
                 svc,
-                true,
-                "announceFailed",
+                Reason::AnnounceFailed,
                 format!(
                     "{node} owns {vip} but has no interface to announce it on (set --default-interface)"
                 ),
@@ -343,8 +342,7 @@ fn execute(
                 core,
                 status_tx,
                 svc,
-                false,
-                "nodeAssigned",
+                Reason::NodeAssigned,
                 format!("announcing from node {node} on {}", on.join(",")),
             );
         }
@@ -356,14 +354,12 @@ fn event(
     core: &Core,
     status_tx: &mpsc::UnboundedSender<StatusMsg>,
     svc: &ServiceKey,
-    warning: bool,
-    reason: &'static str,
+    reason: Reason,
     note: String,
 ) {
     if let Some(s) = core.service(svc) {
         let _ = status_tx.send(StatusMsg::Event {
             regarding: s.object_ref(&()),
-            warning,
             reason,
             note,
         });
@@ -382,8 +378,7 @@ fn report_conflict(
             core,
             status_tx,
             &svc,
-            true,
-            "ipConflict",
+            Reason::IpConflict,
             format!(
                 "{} is also claimed by {} on {} (seen by {node})",
                 c.vip, c.mac, c.interface
