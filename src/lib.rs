@@ -11,6 +11,8 @@ pub mod bench;
 pub mod cluster;
 pub mod controller;
 pub mod election;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod flags;
 pub mod ipam;
 pub mod l2;

@@ -1,6 +1,8 @@
 //! The embedded test API server, driven by unmodified kube-rs clients,
 //! kube-runtime and kube-leader-election.
 
+mod fixtures;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,16 +25,13 @@ async fn start(server: &ApiServer) -> (kube::Client, tokio_util::sync::DropGuard
     (client_for(&url).unwrap(), token.drop_guard())
 }
 
+/// A Service with exactly `labels`, in no namespace (the request path names it).
 fn svc(name: &str, labels: &[(&str, &str)]) -> Service {
-    let labels: BTreeMap<String, String> = labels
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    serde_json::from_value(json!({
-        "metadata": {"name": name, "labels": labels},
-        "spec": {"type": "LoadBalancer", "ports": [{"port": 80, "protocol": "TCP"}]}
-    }))
-    .unwrap()
+    let labels: BTreeMap<&str, &str> = labels.iter().copied().collect();
+    fixtures::service(name)
+        .merge(json!({ "metadata": { "namespace": null, "labels": null } }))
+        .labels(json!(labels))
+        .build()
 }
 
 fn api_code(e: kube::Error) -> (u16, String) {

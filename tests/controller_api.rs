@@ -1,6 +1,8 @@
 //! The controller against the embedded test API server: allocation at
 //! scale, restarts, leadership hand-over, sharing, requests and pool edits.
 
+mod fixtures;
+
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -71,15 +73,10 @@ where
 }
 
 async fn add_pool(client: &Client, name: &str, addresses: &[&str], extra: serde_json::Value) {
-    let mut spec = json!({ "addresses": addresses });
-    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
-        s.extend(e.clone());
-    }
-    let pool: IPAddressPool = serde_json::from_value(json!({
-        "apiVersion": "l2lb.io/v1beta1", "kind": "IPAddressPool",
-        "metadata": { "name": name, "namespace": NS }, "spec": spec,
-    }))
-    .unwrap();
+    let pool: IPAddressPool = fixtures::pool(name, addresses)
+        .namespace(NS)
+        .spec(extra)
+        .build();
     Api::<IPAddressPool>::namespaced(client.clone(), NS)
         .create(&PostParams::default(), &pool)
         .await
@@ -87,16 +84,10 @@ async fn add_pool(client: &Client, name: &str, addresses: &[&str], extra: serde_
 }
 
 fn service(name: &str, annotations: serde_json::Value, spec: serde_json::Value) -> Service {
-    let mut s = json!({ "type": "LoadBalancer", "ports": [{ "port": 80, "protocol": "TCP" }] });
-    if let (Some(s), Some(e)) = (s.as_object_mut(), spec.as_object()) {
-        s.extend(e.clone());
-    }
-    serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": { "name": name, "namespace": "default", "annotations": annotations },
-        "spec": s,
-    }))
-    .unwrap()
+    fixtures::service(name)
+        .merge(json!({ "metadata": { "annotations": annotations } }))
+        .spec(spec)
+        .build()
 }
 
 async fn create(client: &Client, svc: &Service) {

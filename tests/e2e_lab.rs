@@ -6,6 +6,8 @@
 //! No timing thresholds here: waits are generous and failures mean the
 //! behaviour is wrong. Figures come from `l2lb bench failover`.
 
+mod fixtures;
+
 use k8s_openapi::api::core::v1::Service;
 use l2lb::lab::net::{Capture, require_netns};
 use l2lb::lab::probe::{Probe, double_answers};
@@ -40,17 +42,7 @@ async fn lab(tag: &str) -> Lab {
 }
 
 fn service(name: &str, spec: serde_json::Value) -> Service {
-    let mut s = serde_json::json!({
-        "type": "LoadBalancer", "selector": { "app": name },
-        "ports": [{ "name": "http", "port": 80, "protocol": "TCP" }],
-    });
-    if let (Some(s), Some(e)) = (s.as_object_mut(), spec.as_object()) {
-        s.extend(e.clone());
-    }
-    serde_json::from_value(serde_json::json!({
-        "metadata": { "name": name, "namespace": "default" }, "spec": s,
-    }))
-    .unwrap()
+    fixtures::service(name).spec(spec).build()
 }
 
 async fn demo(

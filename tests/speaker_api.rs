@@ -5,6 +5,8 @@
 //! sampling. Waits are "until converged" with a generous bound; no test
 //! asserts how fast anything happens.
 
+mod fixtures;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -167,8 +169,7 @@ async fn lab() -> Lab {
     let pp = PostParams::default();
     let nodes: Api<Node> = Api::all(client.clone());
     for n in NODES {
-        let node: Node =
-            obj(json!({"metadata": {"name": n, "labels": {"kubernetes.io/hostname": n}}}));
+        let node: Node = fixtures::node(n).build();
         nodes.create(&pp, &node).await.unwrap();
         let status = json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}});
         nodes
@@ -178,37 +179,19 @@ async fn lab() -> Lab {
     }
     let pools: Api<IPAddressPool> = Api::namespaced(client.clone(), NS);
     pools
-        .create(
-            &pp,
-            &obj(
-                json!({"apiVersion": "l2lb.io/v1beta1", "kind": "IPAddressPool",
-            "metadata": {"name": "lab"}, "spec": {"addresses": ["198.18.0.0/24"]}}),
-            ),
-        )
+        .create(&pp, &fixtures::pool("lab", &["198.18.0.0/24"]).build())
         .await
         .unwrap();
     let ads: Api<L2Advertisement> = Api::namespaced(client.clone(), NS);
-    ads.create(
-        &pp,
-        &obj(
-            json!({"apiVersion": "l2lb.io/v1beta1", "kind": "L2Advertisement",
-        "metadata": {"name": "all"}, "spec": {}}),
-        ),
-    )
-    .await
-    .unwrap();
+    ads.create(&pp, &fixtures::advertisement("all").build())
+        .await
+        .unwrap();
     let services: Api<Service> = Api::namespaced(client.clone(), "default");
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
     for i in 1..=VIPS {
         let name = format!("svc-{i}");
         services
-            .create(
-                &pp,
-                &obj(json!({
-                    "metadata": {"name": name},
-                    "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}
-                })),
-            )
+            .create(&pp, &fixtures::service(&name).build())
             .await
             .unwrap();
         let status = json!({"status": {"loadBalancer": {"ingress": [{"ip": vip(i).to_string()}]}}});
@@ -217,11 +200,10 @@ async fn lab() -> Lab {
             .await
             .unwrap();
         slices
-            .create(&pp, &obj(json!({
-                "metadata": {"name": format!("{name}-1"), "labels": {"kubernetes.io/service-name": name}},
-                "addressType": "IPv4",
-                "endpoints": [{"addresses": ["10.0.0.1"], "nodeName": "node-a", "conditions": {"ready": true}}]
-            })))
+            .create(
+                &pp,
+                &fixtures::slice(&name, &format!("{name}-1"), &["node-a"]).build(),
+            )
             .await
             .unwrap();
     }

@@ -107,20 +107,16 @@ impl PoolIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures;
     use serde_json::json;
 
-    fn pool(v: serde_json::Value) -> IPAddressPool {
-        serde_json::from_value(v).unwrap()
-    }
-
     fn malformed() -> IPAddressPool {
-        pool(json!({
-            "apiVersion": "l2lb.io/v1beta1", "kind": "IPAddressPool",
-            "metadata": {"name": "typo", "namespace": "l2lb-system"},
-            "spec": {"addresses": ["198.18.0.0/30"],
-                     "serviceAllocation": {"serviceSelectors": [
-                         {"matchExpressions": [{"key": "app", "operator": "Bogus", "values": ["x"]}]}]}}
-        }))
+        fixtures::pool("typo", &["198.18.0.0/30"])
+            .spec(
+                json!({"serviceAllocation": {"serviceSelectors": [{"matchExpressions":
+                [{"key": "app", "operator": "Bogus", "values": ["x"]}]}]}}),
+            )
+            .build()
     }
 
     #[test]

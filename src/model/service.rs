@@ -171,38 +171,36 @@ pub fn status_matches(svc: &Service, ips: &[IpAddr]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures;
     use serde_json::json;
-
-    fn svc(v: serde_json::Value) -> Service {
-        serde_json::from_value(v).unwrap()
-    }
 
     #[test]
     fn only_load_balancers_of_our_class_or_no_class_are_ours() {
-        let lb = |class: Option<&str>| {
-            svc(json!({"metadata": {"name": "a", "namespace": "n"},
-                       "spec": {"type": "LoadBalancer", "loadBalancerClass": class}}))
+        let lb = |class: Option<&str>| -> Service {
+            fixtures::service("a")
+                .spec(json!({"loadBalancerClass": class}))
+                .build()
         };
         let (any, required) = (ClassFilter::new(false), ClassFilter::new(true));
         assert!(any.is_ours(&lb(None)));
         assert!(!required.is_ours(&lb(None)));
         assert!(required.is_ours(&lb(Some("l2lb.io/l2"))));
         assert!(!any.is_ours(&lb(Some("other.io/lb"))));
-        let cluster_ip = svc(json!({"metadata": {"name": "a"}, "spec": {"type": "ClusterIP"}}));
+        let cluster_ip: Service = fixtures::service("a")
+            .spec(json!({"type": "ClusterIP"}))
+            .build();
         assert!(!any.is_ours(&cluster_ip));
     }
 
     #[test]
     fn request_carries_annotations_families_ports_and_local_policy() {
-        let s = svc(json!({
-            "metadata": {"name": "a", "namespace": "n", "labels": {"app": "x"},
-                         "annotations": {"metallb.io/address-pool": "blue",
-                                         "l2lb.io/allow-shared-ip": "k"}},
-            "spec": {"type": "LoadBalancer", "ipFamilies": ["IPv6", "IPv4"],
-                     "ipFamilyPolicy": "RequireDualStack", "externalTrafficPolicy": "Local",
-                     "selector": {"app": "x"},
-                     "ports": [{"port": 53, "protocol": "UDP"}, {"port": 80}]}
-        }));
+        let s: Service = fixtures::service("x")
+            .annotate("metallb.io/address-pool", "blue")
+            .annotate("l2lb.io/allow-shared-ip", "k")
+            .spec(json!({"ipFamilies": ["IPv6", "IPv4"],
+                         "ipFamilyPolicy": "RequireDualStack", "externalTrafficPolicy": "Local",
+                         "ports": [{"port": 53, "protocol": "UDP"}, {"port": 80}]}))
+            .build();
         let r = service_request(&s, &Labels::new()).unwrap();
         assert_eq!(r.pool.as_deref(), Some("blue"));
         assert_eq!(r.sharing_key.as_deref(), Some("k"));
@@ -217,11 +215,9 @@ mod tests {
 
     #[test]
     fn bad_annotations_are_a_typed_error() {
-        let s = svc(json!({
-            "metadata": {"name": "a", "namespace": "n",
-                         "annotations": {"l2lb.io/loadBalancerIPs": "not-an-ip"}},
-            "spec": {"type": "LoadBalancer"}
-        }));
+        let s: Service = fixtures::service("a")
+            .annotate("l2lb.io/loadBalancerIPs", "not-an-ip")
+            .build();
         assert!(matches!(
             service_request(&s, &Labels::new()),
             Err(ConvertError::Annotation(_))
@@ -231,7 +227,7 @@ mod tests {
     #[test]
     fn status_round_trips_and_compares() {
         let ips: Vec<IpAddr> = vec!["198.18.0.100".parse().unwrap()];
-        let mut s = svc(json!({"metadata": {"name": "a"}, "spec": {"type": "LoadBalancer"}}));
+        let mut s: Service = fixtures::service("a").build();
         assert!(!status_matches(&s, &ips));
         assert!(status_matches(&s, &[]));
         s.status = Some(k8s_openapi::api::core::v1::ServiceStatus {

@@ -455,7 +455,8 @@ fn eligible_members<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{EXCLUDE_LB_LABEL, SPEAKER_LEASE_PREFIX};
+    use crate::api::EXCLUDE_LB_LABEL;
+    use crate::fixtures;
     use crate::speaker::eligibility::INTERFACES_ANNOTATION;
     use k8s_openapi::api::coordination::v1::Lease;
     use k8s_openapi::api::core::v1::Node;
@@ -472,36 +473,16 @@ mod tests {
         takeover_delay: Duration::ZERO,
     };
 
-    fn obj<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
-        serde_json::from_value(v).unwrap()
-    }
-
     fn lease(node: &str, holder: &str, renew: &str) -> Lease {
-        let mut spec = json!({"holderIdentity": holder, "leaseDurationSeconds": 4});
-        if !renew.is_empty() {
-            spec["renewTime"] = json!(renew);
-        }
-        obj(json!({
-            "metadata": {"name": format!("{SPEAKER_LEASE_PREFIX}{node}"), "namespace": "l2lb-system"},
-            "spec": spec
-        }))
+        fixtures::lease(node, holder, renew).build()
     }
 
     fn service(name: &str, ip: &str) -> Service {
-        obj(json!({
-            "metadata": {"name": name, "namespace": "default"},
-            "spec": {"type": "LoadBalancer"},
-            "status": {"loadBalancer": {"ingress": [{"ip": ip}]}}
-        }))
+        fixtures::service(name).ingress(&[ip]).build()
     }
 
     fn slice(svc: &str) -> EndpointSlice {
-        obj(json!({
-            "metadata": {"name": format!("{svc}-1"), "namespace": "default",
-                         "labels": {"kubernetes.io/service-name": svc}},
-            "addressType": "IPv4",
-            "endpoints": [{"addresses": ["10.0.0.1"], "nodeName": "node-a"}]
-        }))
+        fixtures::slice(svc, &format!("{svc}-1"), &["node-a"]).build()
     }
 
     fn vips() -> Vec<IpAddr> {
@@ -519,25 +500,16 @@ mod tests {
     fn core_with(me: &str, t0: Instant, timing: Timing) -> Core {
         let mut c = Core::new(me, timing, None, Some("eth0".into()));
         c.apply(
-            Input::Pool(Change::Resync(vec![obj(json!({
-                "metadata": {"name": "p", "namespace": "l2lb-system"},
-                "spec": {"addresses": ["198.18.0.0/24"]}
-            }))])),
+            Input::Pool(Change::Resync(vec![
+                fixtures::pool("p", &["198.18.0.0/24"]).build(),
+            ])),
             t0,
         );
         c.apply(
-            Input::Advertisement(Change::Resync(vec![obj(json!({
-                "metadata": {"name": "all", "namespace": "l2lb-system"}, "spec": {}
-            }))])),
+            Input::Advertisement(Change::Resync(vec![fixtures::advertisement("all").build()])),
             t0,
         );
-        let nodes = NODES
-            .iter()
-            .map(|n| {
-                obj(json!({"metadata": {"name": n},
-                    "status": {"conditions": [{"type": "Ready", "status": "True"}]}}))
-            })
-            .collect();
+        let nodes = NODES.iter().map(|n| fixtures::node(n).build()).collect();
         c.apply(Input::Node(Change::Resync(nodes)), t0);
         let (svcs, slices) = vips()
             .iter()
@@ -628,11 +600,9 @@ mod tests {
             .flat_map(|a| vips().into_iter().map(move |b| (*a, b)))
             .find(|(a, b)| owner_of(*a, &NODES) != owner_of(*b, &NODES))
             .unwrap();
-        let two: Service = obj(json!({
-            "metadata": {"name": "two", "namespace": "default"},
-            "spec": {"type": "LoadBalancer"},
-            "status": {"loadBalancer": {"ingress": [{"ip": a.to_string()}, {"ip": b.to_string()}]}}
-        }));
+        let two: Service = fixtures::service("two")
+            .ingress(&[&a.to_string(), &b.to_string()])
+            .build();
         let key = ServiceKey {
             namespace: "default".into(),
             name: "two".into(),
@@ -855,10 +825,11 @@ mod tests {
         let t0 = Instant::now();
         let mut c = core("node-a", t0);
         c.apply(
-            Input::Advertisement(Change::Resync(vec![obj(json!({
-                "metadata": {"name": "all", "namespace": "l2lb-system"},
-                "spec": {"interfaces": ["eth9"]}
-            }))])),
+            Input::Advertisement(Change::Resync(vec![
+                fixtures::advertisement("all")
+                    .spec(json!({"interfaces": ["eth9"]}))
+                    .build(),
+            ])),
             t0,
         );
         for n in ["node-b", "node-c"] {
@@ -932,8 +903,7 @@ mod tests {
             } else {
                 json!({})
             };
-            obj(json!({"metadata": {"name": n, "labels": labels},
-                "status": {"conditions": [{"type": "Ready", "status": "True"}]}}))
+            fixtures::node(n).labels(labels).build()
         };
         let from_a: Vec<IpAddr> = vips()
             .into_iter()

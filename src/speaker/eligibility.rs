@@ -285,6 +285,7 @@ fn announce_on(ad: &CompiledAd<'_>, node: &NodeFacts) -> Option<AnnounceOn> {
 mod tests {
     use super::*;
     use crate::api::LOAD_BALANCER_CLASS;
+    use crate::fixtures;
     use serde_json::json;
 
     fn key(ns: &str, name: &str) -> ServiceKey {
@@ -308,44 +309,21 @@ mod tests {
     }
 
     fn pool(name: &str, addresses: &[&str], labels: serde_json::Value) -> IPAddressPool {
-        serde_json::from_value(json!({
-            "apiVersion": "l2lb.io/v1beta1", "kind": "IPAddressPool",
-            "metadata": {"name": name, "namespace": "l2lb-system", "labels": labels},
-            "spec": {"addresses": addresses}
-        }))
-        .unwrap()
+        fixtures::pool(name, addresses).labels(labels).build()
     }
 
     fn ad(name: &str, spec: serde_json::Value) -> L2Advertisement {
-        serde_json::from_value(json!({
-            "apiVersion": "l2lb.io/v1beta1", "kind": "L2Advertisement",
-            "metadata": {"name": name, "namespace": "l2lb-system"},
-            "spec": spec
-        }))
-        .unwrap()
+        fixtures::advertisement(name).spec(spec).build()
     }
 
     fn service(name: &str, ips: &[&str], extra: serde_json::Value) -> Service {
-        let mut v = json!({
-            "metadata": {"name": name, "namespace": "default", "labels": {"app": name}},
-            "spec": {"type": "LoadBalancer"},
-            "status": {"loadBalancer": {"ingress": ips.iter().map(|ip| json!({"ip": ip})).collect::<Vec<_>>()}}
-        });
-        merge(&mut v, extra);
-        serde_json::from_value(v).unwrap()
-    }
-
-    fn merge(a: &mut serde_json::Value, b: serde_json::Value) {
-        json_patch::merge(a, &b);
+        fixtures::service(name).ingress(ips).merge(extra).build()
     }
 
     fn slice(svc: &str, name: &str, eps: serde_json::Value) -> EndpointSlice {
-        serde_json::from_value(json!({
-            "metadata": {"name": name, "namespace": "default", "labels": {SERVICE_NAME_LABEL: svc}},
-            "addressType": "IPv4",
-            "endpoints": eps
-        }))
-        .unwrap()
+        fixtures::slice(svc, name, &[])
+            .merge(json!({ "endpoints": eps }))
+            .build()
     }
 
     /// Three ready nodes, one pool, one all-pools advertisement, one Cluster
@@ -694,12 +672,12 @@ mod tests {
         // The controller keeps such a pool (automatic assignment off) and
         // its Services keep their addresses; they must stay answered.
         let mut v = base();
-        let mut p = pool("p", &["198.18.0.0/24"], json!({}));
-        p.spec.service_allocation = serde_json::from_value(json!({
-            "serviceSelectors": [{"matchExpressions":
-                [{"key": "app", "operator": "Bogus", "values": ["x"]}]}]
-        }))
-        .unwrap();
+        let p: IPAddressPool = fixtures::pool("p", &["198.18.0.0/24"])
+            .spec(
+                json!({"serviceAllocation": {"serviceSelectors": [{"matchExpressions":
+                [{"key": "app", "operator": "Bogus", "values": ["x"]}]}]}}),
+            )
+            .build();
         assert!(
             crate::model::pool_spec(&p).is_err(),
             "selector must be malformed"
