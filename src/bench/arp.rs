@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::BenchError;
 use crate::l2::probe::Prober;
-use crate::l2::wire::{ArpOp, ArpRepr, ETHERTYPE_ARP, EthernetRepr, FrameRepr, Payload};
+use crate::l2::wire::{ArpOp, ArpRepr, ETHERTYPE_ARP, EthernetRepr, FrameRepr, Mac, Payload};
 use crate::lab::net::{Host, Lan, LanOptions, in_namespace};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
@@ -275,7 +275,7 @@ fn offer(
     let our_mac = prober.mac();
     let request = FrameRepr {
         eth: EthernetRepr {
-            dst: [0xff; 6],
+            dst: Mac::BROADCAST,
             src: our_mac,
             ethertype: ETHERTYPE_ARP,
         },
@@ -283,7 +283,7 @@ fn offer(
             op: ArpOp::Request,
             sender_mac: our_mac,
             sender_ip: client.ipv4,
-            target_mac: [0; 6],
+            target_mac: Mac::ZERO,
             target_ip: target,
         }),
     }

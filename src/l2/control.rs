@@ -28,8 +28,8 @@ pub fn serve(
             let line = serde_json::json!({
                 "vip": c.vip.to_string(),
                 "interface": c.interface,
-                "our_mac": crate::lab::net::mac_string(&c.our_mac),
-                "their_mac": crate::lab::net::mac_string(&c.their_mac),
+                "our_mac": c.our_mac.to_string(),
+                "their_mac": c.their_mac.to_string(),
             });
             let mut o = out_c.lock().unwrap_or_else(|e| e.into_inner());
             if writeln!(o, "conflict {line}")

@@ -406,8 +406,8 @@ impl Worker {
             self.conflict_logged.insert(key, now);
             warn!(
                 vip = %claim.vip,
-                our_mac = %crate::lab::net::mac_string(&our_mac),
-                their_mac = %crate::lab::net::mac_string(&claim.their_mac),
+                our_mac = %our_mac,
+                their_mac = %claim.their_mac,
                 "another host claims our VIP"
             );
         }

@@ -127,7 +127,7 @@ impl PacketSocket {
         mreq.mr_ifindex = self.ifindex as i32;
         mreq.mr_type = libc::PACKET_MR_MULTICAST as u16;
         mreq.mr_alen = 6;
-        mreq.mr_address[..6].copy_from_slice(&mac);
+        mreq.mr_address[..6].copy_from_slice(&mac.octets());
         let opt = if join {
             libc::PACKET_ADD_MEMBERSHIP
         } else {
@@ -156,7 +156,7 @@ fn local_mac(sock: &Socket) -> io::Result<Mac> {
     }
     let mut mac = [0u8; 6];
     mac.copy_from_slice(&sll.sll_addr[..6]);
-    Ok(mac)
+    Ok(Mac(mac))
 }
 
 /// Waits until one of `fds` is readable or has an error, or `timeout_ms`

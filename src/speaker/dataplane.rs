@@ -4,7 +4,6 @@
 
 use super::{Announcer, IpConflict};
 use crate::l2::Dataplane;
-use crate::l2::wire::mac_string;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -35,7 +34,7 @@ impl Announcer for Dataplane {
                     let conflict = IpConflict {
                         vip: c.vip,
                         interface: c.interface,
-                        mac: mac_string(&c.their_mac),
+                        mac: c.their_mac.to_string(),
                     };
                     if tx.send(conflict).is_err() {
                         break;
