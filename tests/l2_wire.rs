@@ -7,11 +7,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use l2_common::{Responder, arping, mac};
-use l2lb::l2::probe::Prober;
 use l2lb::l2::wire::{
     ArpOp, ArpRepr, ETHERTYPE_ARP, ETHERTYPE_IPV6, EthernetRepr, FrameRepr, Mac, NdpRepr, Payload,
     ipv6_multicast_mac, solicited_node,
 };
+use l2lb::lab::frame_prober::FrameProber;
 use l2lb::lab::net::{Capture, Lan, LanOptions, in_namespace, require_netns};
 use rand::Rng;
 
@@ -182,7 +182,7 @@ fn malformed_flood_gets_no_reply_and_no_crash() {
     let (node, client) = (&lan.nodes()[0], &lan.clients()[0]);
     let mut r = Responder::start(&lan, node, &[&VIP.to_string(), &VIP6.to_string()]);
     let iface = client.iface.clone();
-    let prober = in_namespace(&client.ns, move || Prober::open(&iface))
+    let prober = in_namespace(&client.ns, move || FrameProber::open(&iface))
         .unwrap()
         .expect("prober");
     // Let the announcement burst finish so every later frame from the node is a reply.

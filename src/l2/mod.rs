@@ -17,7 +17,6 @@
 pub mod control;
 pub mod decide;
 mod engine;
-pub mod probe;
 mod sys;
 pub mod wire;
 
@@ -29,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use decide::{OwnedVips, announcements, conflict, reply};
+pub use sys::PacketSocket;
 pub use wire::{FrameRepr, Mac, WireError};
 
 /// How often an idle interface thread wakes to check that its interface

@@ -10,22 +10,29 @@ use std::ffi::CString;
 use std::io::{self, Read};
 use std::mem;
 use std::os::fd::{AsRawFd, RawFd};
+use std::time::Duration;
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use super::wire::Mac;
 
 /// An AF_PACKET (SOCK_RAW) socket bound to one interface, non-blocking,
-/// not promiscuous.
+/// not promiscuous, with a kernel filter attached before it is bound.
+///
+/// Public (as `l2::PacketSocket`, opened with
+/// [`PacketSocket::open_arp_ndp`]) only for the lab's frame prober, so netns
+/// tests and `bench arp` put frames on the wire through the responder's own
+/// socket code instead of a copy of it; production code reaches sockets only
+/// through [`Dataplane`](super::Dataplane).
 #[derive(Debug)]
-pub(super) struct PacketSocket {
+pub struct PacketSocket {
     /// The socket (owns the fd).
     sock: Socket,
     /// Index of the interface it is bound to; a different index under the
     /// same name means the interface was re-created and we must re-bind.
-    pub(super) ifindex: u32,
+    ifindex: u32,
     /// MAC of the interface when the socket was bound.
-    pub(super) mac: Mac,
+    mac: Mac,
 }
 
 /// Interface index of `name` in the calling thread's namespace, if it exists.
@@ -105,14 +112,31 @@ impl PacketSocket {
         self.sock.as_raw_fd()
     }
 
-    /// Receives one frame; `WouldBlock` when none is queued.
-    pub(super) fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+    /// Index of the interface the socket is bound to.
+    pub(super) fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
+    /// MAC of the interface when the socket was bound.
+    pub fn mac(&self) -> Mac {
+        self.mac
+    }
+
+    /// Receives one frame into `buf`; `WouldBlock` when none is queued.
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         (&self.sock).read(buf)
     }
 
-    /// Sends one whole Ethernet frame out of the bound interface.
-    pub(super) fn send(&self, frame: &[u8]) -> io::Result<usize> {
+    /// Sends one whole Ethernet frame out of the bound interface, as is.
+    pub fn send(&self, frame: &[u8]) -> io::Result<usize> {
         self.sock.send(frame)
+    }
+
+    /// Waits until a frame is queued (or the socket has an error to report)
+    /// or `timeout` passes; true when [`PacketSocket::recv`] has something.
+    pub fn wait_readable(&self, timeout: Duration) -> io::Result<bool> {
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        Ok(poll(&[self.fd()], ms)?[0] != 0)
     }
 
     /// Reads and clears SO_ERROR (an unread error keeps poll returning POLLERR).

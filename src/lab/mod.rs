@@ -4,6 +4,7 @@
 
 pub mod apiserver;
 pub mod demo;
+pub mod frame_prober;
 pub mod net;
 pub mod probe;
 pub mod world;
