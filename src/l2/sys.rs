@@ -206,16 +206,6 @@ pub(super) fn poll(fds: &[RawFd], timeout_ms: i32) -> io::Result<Vec<i16>> {
     Ok(pfds.iter().map(|p| p.revents).collect())
 }
 
-/// CPU time (user + system) this process has used so far, in microseconds.
-pub(super) fn process_cpu_micros() -> u64 {
-    // SAFETY: rusage is plain data; getrusage fills it and cannot fail for RUSAGE_SELF.
-    let mut ru: libc::rusage = unsafe { mem::zeroed() };
-    // SAFETY: `ru` is a live rusage the call writes into.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
-    us(ru.ru_utime) + us(ru.ru_stime)
-}
-
 /// Puts the calling thread in SCHED_FIFO at `priority` (needs CAP_SYS_NICE).
 pub(super) fn set_realtime(priority: i32) -> io::Result<()> {
     let param = libc::sched_param {

@@ -715,6 +715,12 @@ impl Capture {
     }
 }
 
+/// CPU time (user + system) this process has used so far: how the netns
+/// tests and `bench arp` check that an idle responder does not spin.
+pub fn process_cpu_time() -> Duration {
+    Duration::from_micros(sys::process_cpu_micros())
+}
+
 /// Checks that network namespaces can be created here (root, `ip` present).
 pub fn netns_available() -> Result<(), String> {
     if sys::euid() != 0 {

@@ -2,15 +2,18 @@
 //! hidden `l2lb l2-responder` subcommand used by netns tests and the ARP
 //! benchmark, which run the responder inside a node namespace).
 //!
+//! A test fixture: the production speaker drives the dataplane in-process.
 //! Commands, one per line: `announce <vip>`, `withdraw <vip>`, `withdraw-all`,
 //! `stats`, `owned`, `cpu`. Every command is answered with one line: `ok`,
-//! `err <why>` or a JSON object. Owns no sockets itself and must never be
-//! exposed on a network: it reads a pipe from its parent only.
+//! `err <why>` or a JSON object; tests and `bench arp` parse these, so the
+//! replies must not change. Owns no sockets itself and must never be exposed
+//! on a network: it reads a pipe from its parent only.
 
 use std::io::{BufRead, Write};
 use std::net::IpAddr;
 
-use super::Dataplane;
+use crate::l2::Dataplane;
+use crate::lab::net::process_cpu_time;
 
 /// Serves commands from `input` until EOF, answering on `output`; detected
 /// conflicts are printed as `conflict {json}` lines as they come.
@@ -73,7 +76,7 @@ pub fn serve(
             )
             .unwrap_or_else(|e| format!("err {e}")),
             (Some("cpu"), None) => {
-                format!("{{\"cpu_us\":{}}}", super::process_cpu_time().as_micros())
+                format!("{{\"cpu_us\":{}}}", process_cpu_time().as_micros())
             }
             _ => format!("err unknown command {line:?}"),
         };
