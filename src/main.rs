@@ -61,7 +61,7 @@ enum Command {
         listen: std::net::SocketAddr,
     },
     /// Test fixture: run the L2 responder on one interface, driven by a line
-    /// protocol on stdin (see `l2lb::l2::control`). Used by netns tests and benches.
+    /// protocol on stdin (see `l2lb::lab::responder_control`). Used by netns tests and benches.
     #[command(hide = true)]
     L2Responder {
         /// Interface to answer on.
@@ -164,7 +164,12 @@ fn main() -> anyhow::Result<()> {
                 dp.announce(vip, &iface)?;
             }
             println!("ready");
-            l2lb::l2::control::serve(&dp, &iface, std::io::stdin().lock(), std::io::stdout())?;
+            l2lb::lab::responder_control::serve(
+                &dp,
+                &iface,
+                std::io::stdin().lock(),
+                std::io::stdout(),
+            )?;
         }
     }
     Ok(())

@@ -7,11 +7,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use l2_common::{Responder, arping, mac};
-use l2lb::l2::probe::Prober;
 use l2lb::l2::wire::{
-    ArpOp, ArpRepr, ETHERTYPE_ARP, ETHERTYPE_IPV6, EthernetRepr, FrameRepr, NdpRepr, Payload,
+    ArpOp, ArpRepr, ETHERTYPE_ARP, ETHERTYPE_IPV6, EthernetRepr, FrameRepr, Mac, NdpRepr, Payload,
     ipv6_multicast_mac, solicited_node,
 };
+use l2lb::lab::frame_prober::FrameProber;
 use l2lb::lab::net::{Capture, Lan, LanOptions, in_namespace, require_netns};
 use rand::Rng;
 
@@ -101,11 +101,11 @@ fn tshark_decodes_replies_garps_and_nas_cleanly() {
 }
 
 fn garbage(rng: &mut impl Rng) -> Vec<Vec<u8>> {
-    let src = [0x02, 0x18, 0x00, 0x00, 0x02, rng.random::<u8>() | 0x80];
+    let src = Mac([0x02, 0x18, 0x00, 0x00, 0x02, rng.random::<u8>() | 0x80]);
     let arp = |hlen: u8, ptype: u16| {
         let f = FrameRepr {
             eth: EthernetRepr {
-                dst: [0xff; 6],
+                dst: Mac::BROADCAST,
                 src,
                 ethertype: ETHERTYPE_ARP,
             },
@@ -113,7 +113,7 @@ fn garbage(rng: &mut impl Rng) -> Vec<Vec<u8>> {
                 op: ArpOp::Request,
                 sender_mac: src,
                 sender_ip: Ipv4Addr::new(198, 18, 0, 201),
-                target_mac: [0; 6],
+                target_mac: Mac::ZERO,
                 target_ip: VIP,
             }),
         };
@@ -146,7 +146,7 @@ fn garbage(rng: &mut impl Rng) -> Vec<Vec<u8>> {
         .map(|_| rng.random())
         .collect();
     let mut header = vec![0xff; 6];
-    header.extend_from_slice(&src);
+    header.extend_from_slice(&src.octets());
     header.extend_from_slice(if rng.random() {
         &[0x08, 0x06]
     } else {
@@ -182,7 +182,7 @@ fn malformed_flood_gets_no_reply_and_no_crash() {
     let (node, client) = (&lan.nodes()[0], &lan.clients()[0]);
     let mut r = Responder::start(&lan, node, &[&VIP.to_string(), &VIP6.to_string()]);
     let iface = client.iface.clone();
-    let prober = in_namespace(&client.ns, move || Prober::open(&iface))
+    let prober = in_namespace(&client.ns, move || FrameProber::open(&iface))
         .unwrap()
         .expect("prober");
     // Let the announcement burst finish so every later frame from the node is a reply.
@@ -209,7 +209,7 @@ fn malformed_flood_gets_no_reply_and_no_crash() {
         .recv_timeout(&mut buf, Duration::from_millis(500))
         .unwrap()
     {
-        if buf[6..12] == node_mac && n > 0 {
+        if buf[6..12] == node_mac.octets() && n > 0 {
             eprintln!("from node: {:?}", FrameRepr::parse(&buf[..n]));
             from_node += 1;
         }

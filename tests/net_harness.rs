@@ -1,6 +1,6 @@
 //! The netns LAN harness builds a working LAN and always tears it down.
 
-use l2lb::lab::net::{Lan, LanOptions, mac_string, require_netns};
+use l2lb::lab::net::{Lan, LanOptions, require_netns};
 use std::process::Command;
 
 fn netns_names() -> String {
@@ -45,7 +45,7 @@ fn lan_pings_arps_and_tears_down() {
         .expect("arping node");
     let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
     assert!(
-        text.contains(&mac_string(&node.mac)),
+        text.contains(&node.mac.to_string()),
         "arping output: {text}"
     );
     // The root namespace got nothing of ours.

@@ -23,6 +23,7 @@ use l2lb::api::{
     IPAddressPool, L2Advertisement, STATUS_NODE_LABEL, STATUS_SERVICE_NAME_LABEL, ServiceL2Status,
 };
 use l2lb::election;
+use l2lb::l2::L2Error;
 use l2lb::lab::apiserver::{ApiServer, client_for};
 use l2lb::speaker::{Announcer, SpeakerConfig, run};
 use serde_json::json;
@@ -50,7 +51,7 @@ struct FakeAnnouncer {
 }
 
 impl Announcer for FakeAnnouncer {
-    fn announce(&self, vip: IpAddr, interface: &str) -> Result<(), String> {
+    fn announce(&self, vip: IpAddr, interface: &str) -> Result<(), L2Error> {
         // eth1 only where a test gives a node one.
         assert!(interface == "eth0" || interface == "eth1", "{interface}");
         let mut w = self.world.lock().unwrap();

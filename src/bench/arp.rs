@@ -2,7 +2,7 @@
 //! l2lb answering a VIP, measured in the same run on the same namespaces.
 //!
 //! Latency: Debian `arping -W 0.002` (kernel timestamps, µs). Rate: our own
-//! AF_PACKET generator ([`Prober`]) offers requests at increasing rates and
+//! AF_PACKET generator ([`FrameProber`]) offers requests at increasing rates and
 //! counts replies; the highest rate with >= 99.9% answered wins. Idle CPU: the
 //! responder process's CPU time over 5 s. Root only; touches nothing outside
 //! the namespaces it creates.
@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::BenchError;
-use crate::l2::probe::Prober;
-use crate::l2::wire::{ArpOp, ArpRepr, ETHERTYPE_ARP, EthernetRepr, FrameRepr, Payload};
+use crate::l2::wire::{ArpOp, ArpRepr, ETHERTYPE_ARP, EthernetRepr, FrameRepr, Mac, Payload};
+use crate::lab::frame_prober::FrameProber;
 use crate::lab::net::{Host, Lan, LanOptions, in_namespace};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
@@ -130,7 +130,7 @@ pub fn run() -> Result<(), BenchError> {
 
     let iface = client.iface.clone();
     let prober = Arc::new(
-        in_namespace(&client.ns, move || Prober::open(&iface))
+        in_namespace(&client.ns, move || FrameProber::open(&iface))
             .map_err(|e| fail("prober")(e.to_string()))?
             .map_err(|e| fail("prober")(e.to_string()))?,
     );
@@ -222,7 +222,7 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 /// for each target, offering each rate to both targets back to back so
 /// load from other processes on the machine hits both alike.
 fn max_rates(
-    prober: &Arc<Prober>,
+    prober: &Arc<FrameProber>,
     client: &Host,
     targets: [(Ipv4Addr, &str); 2],
 ) -> Result<[u64; 2], BenchError> {
@@ -267,7 +267,7 @@ fn max_rates(
 /// Offers ARP requests for `target` at `rate` for [`RATE_WINDOW`]; returns
 /// (sent, answered, achieved rate).
 fn offer(
-    prober: &Arc<Prober>,
+    prober: &Arc<FrameProber>,
     client: &Host,
     target: Ipv4Addr,
     rate: u64,
@@ -275,7 +275,7 @@ fn offer(
     let our_mac = prober.mac();
     let request = FrameRepr {
         eth: EthernetRepr {
-            dst: [0xff; 6],
+            dst: Mac::BROADCAST,
             src: our_mac,
             ethertype: ETHERTYPE_ARP,
         },
@@ -283,7 +283,7 @@ fn offer(
             op: ArpOp::Request,
             sender_mac: our_mac,
             sender_ip: client.ipv4,
-            target_mac: [0; 6],
+            target_mac: Mac::ZERO,
             target_ip: target,
         }),
     }

@@ -9,8 +9,8 @@ use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::wire::{
-    ALL_NODES, ArpOp, ArpRepr, BROADCAST, ETHERTYPE_ARP, ETHERTYPE_IPV6, EthernetRepr, FrameRepr,
-    Mac, NdpRepr, Payload, ipv6_multicast_mac,
+    ALL_NODES, ArpOp, ArpRepr, ETHERTYPE_ARP, ETHERTYPE_IPV6, EthernetRepr, FrameRepr, Mac,
+    NdpRepr, Payload, ipv6_multicast_mac,
 };
 
 /// The set of VIPs this node answers for on one interface (O(1) lookup).
@@ -26,7 +26,7 @@ impl OwnedVips for HashSet<IpAddr> {
 }
 
 fn is_unicast_mac(mac: &Mac) -> bool {
-    mac[0] & 1 == 0 && *mac != [0; 6]
+    !mac.is_multicast() && *mac != Mac::ZERO
 }
 
 /// The reply to `req`, or None. Answers only ARP requests and NS for owned
@@ -37,7 +37,7 @@ pub fn reply(req: &FrameRepr, owned: &impl OwnedVips, our_mac: Mac) -> Option<Fr
     if req.eth.src == our_mac || !is_unicast_mac(&req.eth.src) {
         return None;
     }
-    if req.eth.dst != our_mac && req.eth.dst[0] & 1 == 0 {
+    if req.eth.dst != our_mac && !req.eth.dst.is_multicast() {
         return None;
     }
     match req.payload {
@@ -171,7 +171,7 @@ pub fn announcements(vip: IpAddr, our_mac: Mac) -> Vec<FrameRepr> {
 fn garp(ip: Ipv4Addr, our_mac: Mac, op: ArpOp) -> FrameRepr {
     FrameRepr {
         eth: EthernetRepr {
-            dst: BROADCAST,
+            dst: Mac::BROADCAST,
             src: our_mac,
             ethertype: ETHERTYPE_ARP,
         },
@@ -179,7 +179,11 @@ fn garp(ip: Ipv4Addr, our_mac: Mac, op: ArpOp) -> FrameRepr {
             op,
             sender_mac: our_mac,
             sender_ip: ip,
-            target_mac: if op == ArpOp::Reply { our_mac } else { [0; 6] },
+            target_mac: if op == ArpOp::Reply {
+                our_mac
+            } else {
+                Mac::ZERO
+            },
             target_ip: ip,
         }),
     }
@@ -191,8 +195,8 @@ mod tests {
     use crate::l2::wire::solicited_node;
     use proptest::prelude::*;
 
-    const OURS: Mac = [2, 0x18, 0, 0, 1, 0];
-    const CLIENT: Mac = [2, 0x18, 0, 0, 2, 0];
+    const OURS: Mac = Mac([2, 0x18, 0, 0, 1, 0]);
+    const CLIENT: Mac = Mac([2, 0x18, 0, 0, 2, 0]);
     const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
 
     fn owned() -> HashSet<IpAddr> {
@@ -204,7 +208,7 @@ mod tests {
     fn arp_request(target: Ipv4Addr, sender_ip: Ipv4Addr, src: Mac) -> FrameRepr {
         FrameRepr {
             eth: EthernetRepr {
-                dst: BROADCAST,
+                dst: Mac::BROADCAST,
                 src,
                 ethertype: ETHERTYPE_ARP,
             },
@@ -212,7 +216,7 @@ mod tests {
                 op: ArpOp::Request,
                 sender_mac: src,
                 sender_ip,
-                target_mac: [0; 6],
+                target_mac: Mac::ZERO,
                 target_ip: target,
             }),
         }
@@ -249,7 +253,7 @@ mod tests {
         to_us.eth.dst = OURS;
         assert!(reply(&to_us, &owned(), OURS).is_some());
         let mut to_other = arp_request(VIP, client_ip, CLIENT);
-        to_other.eth.dst = [2, 0x18, 0, 0, 1, 7];
+        to_other.eth.dst = Mac([2, 0x18, 0, 0, 1, 7]);
         assert!(reply(&to_other, &owned(), OURS).is_none());
     }
 

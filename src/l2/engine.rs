@@ -35,7 +35,7 @@ use super::{
 /// Classic BPF: accept ARP (any op: replies reveal conflicts) and ICMPv6
 /// NS/NA in an IPv6 header without extension headers; drop everything else
 /// in the kernel so unrelated traffic never wakes the thread.
-pub(super) fn filter() -> Vec<libc::sock_filter> {
+fn filter() -> Vec<libc::sock_filter> {
     const LDH_ABS: u16 = 0x28;
     const LDB_ABS: u16 = 0x30;
     const JEQ_K: u16 = 0x15;
@@ -53,6 +53,15 @@ pub(super) fn filter() -> Vec<libc::sock_filter> {
         s(RET_K, 0, 0, 0x0004_0000), // 8: accept (whole frame)
         s(RET_K, 0, 0, 0),           // 9: drop
     ]
+}
+
+impl PacketSocket {
+    /// Opens a socket on `interface` (in the calling thread's namespace) that
+    /// receives exactly what the responder receives: ARP and ICMPv6 NS/NA,
+    /// through the same kernel filter, with a `rcvbuf_bytes` receive buffer.
+    pub fn open_arp_ndp(interface: &str, rcvbuf_bytes: usize) -> io::Result<PacketSocket> {
+        PacketSocket::open(interface, &filter(), rcvbuf_bytes)
+    }
 }
 
 /// VIPs owned on one interface, shared between the handle and the thread.
@@ -102,7 +111,7 @@ impl Iface {
             interface: name.to_string(),
             source,
         };
-        let sock = PacketSocket::open(name, &filter(), config.rcvbuf_bytes).map_err(socket_err)?;
+        let sock = PacketSocket::open_arp_ndp(name, config.rcvbuf_bytes).map_err(socket_err)?;
         let (wake_tx, wake_rx) = UnixDatagram::pair().map_err(socket_err)?;
         wake_rx.set_nonblocking(true).map_err(socket_err)?;
         wake_tx.set_nonblocking(true).map_err(socket_err)?;
@@ -113,7 +122,7 @@ impl Iface {
             stats: Arc::new(IfaceStats::default()),
             stop: Arc::new(StopFlag::new(false)),
             wake_tx,
-            mac: Arc::new(Mutex::new(Some(sock.mac))),
+            mac: Arc::new(Mutex::new(Some(sock.mac()))),
             thread: Mutex::new(None),
         });
         let mut worker = Worker {
@@ -330,7 +339,7 @@ impl Worker {
             if !self.owned.read().owns(vip) {
                 continue;
             }
-            for frame in decide::announcements(vip, sock.mac) {
+            for frame in decide::announcements(vip, sock.mac()) {
                 match sock.send(&frame.emit()) {
                     Ok(_) => {
                         self.stats.gratuitous_sent.fetch_add(1, Ordering::Relaxed);
@@ -354,7 +363,7 @@ impl Worker {
                     return;
                 }
             };
-            let our_mac = sock.mac;
+            let our_mac = sock.mac();
             let frame = match FrameRepr::parse(&buf[..n]) {
                 Ok(f) => f,
                 Err(e) => {
@@ -406,8 +415,8 @@ impl Worker {
             self.conflict_logged.insert(key, now);
             warn!(
                 vip = %claim.vip,
-                our_mac = %crate::lab::net::mac_string(&our_mac),
-                their_mac = %crate::lab::net::mac_string(&claim.their_mac),
+                our_mac = %our_mac,
+                their_mac = %claim.their_mac,
                 "another host claims our VIP"
             );
         }
@@ -439,7 +448,7 @@ impl Worker {
     fn check_interface(&mut self) {
         self.last_check = Instant::now();
         let current = sys::ifindex(&self.name);
-        let bound = self.sock.as_ref().map(|s| s.ifindex);
+        let bound = self.sock.as_ref().map(|s| s.ifindex());
         if current == bound {
             self.check_link_up();
             return;
@@ -451,9 +460,9 @@ impl Worker {
         if current.is_none() {
             return;
         }
-        match PacketSocket::open(&self.name, &filter(), self.config.rcvbuf_bytes) {
+        match PacketSocket::open_arp_ndp(&self.name, self.config.rcvbuf_bytes) {
             Ok(sock) => {
-                *lock(&self.mac_out) = Some(sock.mac);
+                *lock(&self.mac_out) = Some(sock.mac());
                 self.sock = Some(sock);
                 self.stats.rebinds.fetch_add(1, Ordering::Relaxed);
                 // Caches may have moved while we were gone: announce everything again.
@@ -481,7 +490,7 @@ impl Worker {
             self.link_down = false;
             return;
         };
-        let probe = decide::announcements(*first, sock.mac);
+        let probe = decide::announcements(*first, sock.mac());
         let Some(frame) = probe.first() else { return };
         if sock.send(&frame.emit()).is_ok() {
             self.stats.gratuitous_sent.fetch_add(1, Ordering::Relaxed);

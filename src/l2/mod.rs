@@ -14,10 +14,8 @@
 //! `kube-ipvs0`, or the kernel answers for it too; frames from our own MAC are
 //! invisible to us (PACKET_IGNORE_OUTGOING), so that case is not detected here.
 
-pub mod control;
 pub mod decide;
 mod engine;
-pub mod probe;
 mod sys;
 pub mod wire;
 
@@ -29,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use decide::{OwnedVips, announcements, conflict, reply};
+pub use sys::PacketSocket;
 pub use wire::{FrameRepr, Mac, WireError};
 
 /// How often an idle interface thread wakes to check that its interface
@@ -325,11 +324,6 @@ impl Dataplane {
 
 /// Whether a stop has been requested (shared by engine threads).
 type StopFlag = AtomicBool;
-
-/// CPU time of this process so far (user + system), for idle-CPU checks.
-pub fn process_cpu_time() -> Duration {
-    Duration::from_micros(sys::process_cpu_micros())
-}
 
 #[cfg(test)]
 mod tests {

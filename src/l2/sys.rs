@@ -10,22 +10,29 @@ use std::ffi::CString;
 use std::io::{self, Read};
 use std::mem;
 use std::os::fd::{AsRawFd, RawFd};
+use std::time::Duration;
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use super::wire::Mac;
 
 /// An AF_PACKET (SOCK_RAW) socket bound to one interface, non-blocking,
-/// not promiscuous.
+/// not promiscuous, with a kernel filter attached before it is bound.
+///
+/// Public (as `l2::PacketSocket`, opened with
+/// [`PacketSocket::open_arp_ndp`]) only for the lab's frame prober, so netns
+/// tests and `bench arp` put frames on the wire through the responder's own
+/// socket code instead of a copy of it; production code reaches sockets only
+/// through [`Dataplane`](super::Dataplane).
 #[derive(Debug)]
-pub(super) struct PacketSocket {
+pub struct PacketSocket {
     /// The socket (owns the fd).
     sock: Socket,
     /// Index of the interface it is bound to; a different index under the
     /// same name means the interface was re-created and we must re-bind.
-    pub(super) ifindex: u32,
+    ifindex: u32,
     /// MAC of the interface when the socket was bound.
-    pub(super) mac: Mac,
+    mac: Mac,
 }
 
 /// Interface index of `name` in the calling thread's namespace, if it exists.
@@ -105,14 +112,31 @@ impl PacketSocket {
         self.sock.as_raw_fd()
     }
 
-    /// Receives one frame; `WouldBlock` when none is queued.
-    pub(super) fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+    /// Index of the interface the socket is bound to.
+    pub(super) fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
+    /// MAC of the interface when the socket was bound.
+    pub fn mac(&self) -> Mac {
+        self.mac
+    }
+
+    /// Receives one frame into `buf`; `WouldBlock` when none is queued.
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         (&self.sock).read(buf)
     }
 
-    /// Sends one whole Ethernet frame out of the bound interface.
-    pub(super) fn send(&self, frame: &[u8]) -> io::Result<usize> {
+    /// Sends one whole Ethernet frame out of the bound interface, as is.
+    pub fn send(&self, frame: &[u8]) -> io::Result<usize> {
         self.sock.send(frame)
+    }
+
+    /// Waits until a frame is queued (or the socket has an error to report)
+    /// or `timeout` passes; true when [`PacketSocket::recv`] has something.
+    pub fn wait_readable(&self, timeout: Duration) -> io::Result<bool> {
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        Ok(poll(&[self.fd()], ms)?[0] != 0)
     }
 
     /// Reads and clears SO_ERROR (an unread error keeps poll returning POLLERR).
@@ -127,7 +151,7 @@ impl PacketSocket {
         mreq.mr_ifindex = self.ifindex as i32;
         mreq.mr_type = libc::PACKET_MR_MULTICAST as u16;
         mreq.mr_alen = 6;
-        mreq.mr_address[..6].copy_from_slice(&mac);
+        mreq.mr_address[..6].copy_from_slice(&mac.octets());
         let opt = if join {
             libc::PACKET_ADD_MEMBERSHIP
         } else {
@@ -156,7 +180,7 @@ fn local_mac(sock: &Socket) -> io::Result<Mac> {
     }
     let mut mac = [0u8; 6];
     mac.copy_from_slice(&sll.sll_addr[..6]);
-    Ok(mac)
+    Ok(Mac(mac))
 }
 
 /// Waits until one of `fds` is readable or has an error, or `timeout_ms`
@@ -180,16 +204,6 @@ pub(super) fn poll(fds: &[RawFd], timeout_ms: i32) -> io::Result<Vec<i16>> {
         return Err(e);
     }
     Ok(pfds.iter().map(|p| p.revents).collect())
-}
-
-/// CPU time (user + system) this process has used so far, in microseconds.
-pub(super) fn process_cpu_micros() -> u64 {
-    // SAFETY: rusage is plain data; getrusage fills it and cannot fail for RUSAGE_SELF.
-    let mut ru: libc::rusage = unsafe { mem::zeroed() };
-    // SAFETY: `ru` is a live rusage the call writes into.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
-    us(ru.ru_utime) + us(ru.ru_stime)
 }
 
 /// Puts the calling thread in SCHED_FIFO at `priority` (needs CAP_SYS_NICE).

@@ -21,19 +21,88 @@ use pnet::packet::ip::IpNextHeaderProtocols;
 use pnet::packet::ipv6::{Ipv6Packet, MutableIpv6Packet};
 use pnet::util::MacAddr;
 
-/// A MAC address as plain bytes.
-pub type Mac = [u8; 6];
+/// An Ethernet (EUI-48) MAC address.
+///
+/// Prints as `aa:bb:cc:dd:ee:ff` (lowercase), the form arping, `ip neigh`,
+/// tshark and our logs, Events and control replies all use, so a MAC can be
+/// compared with their output as text. Every 6-byte value is a valid `Mac`,
+/// so the bytes are public.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Mac(pub [u8; 6]);
 
-/// A MAC as `aa:bb:cc:dd:ee:ff`, the form arping, ip-neigh and logs use.
-pub fn mac_string(mac: &Mac) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+impl Mac {
+    /// ff:ff:ff:ff:ff:ff, where gratuitous ARPs go.
+    pub const BROADCAST: Mac = Mac([0xff; 6]);
+    /// 00:00:00:00:00:00: the "unknown" target hardware address of an ARP
+    /// request; never a real host's source.
+    pub const ZERO: Mac = Mac([0; 6]);
+
+    /// The six bytes, in wire order.
+    pub const fn octets(&self) -> [u8; 6] {
+        self.0
+    }
+
+    /// True for group addresses (I/G bit set), broadcast included: never the
+    /// source of a frame from a real host.
+    pub const fn is_multicast(&self) -> bool {
+        self.0[0] & 1 == 1
+    }
 }
 
-/// The broadcast MAC.
-pub const BROADCAST: Mac = [0xff; 6];
+impl From<[u8; 6]> for Mac {
+    fn from(octets: [u8; 6]) -> Mac {
+        Mac(octets)
+    }
+}
+
+impl From<Mac> for [u8; 6] {
+    fn from(mac: Mac) -> [u8; 6] {
+        mac.0
+    }
+}
+
+impl std::fmt::Display for Mac {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let [a, b, c, d, e, g] = self.0;
+        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+    }
+}
+
+/// The text form, so test failures and `?` log fields read like arping's.
+impl std::fmt::Debug for Mac {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Mac({self})")
+    }
+}
+
+/// Text that is not six `:`-separated two-digit hex bytes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid MAC address {0:?} (want aa:bb:cc:dd:ee:ff)")]
+pub struct MacParseError(pub String);
+
+/// Parses `aa:bb:cc:dd:ee:ff` in either case (arping prints upper case,
+/// `ip neigh` lower), exactly the form [`Display`](std::fmt::Display) writes.
+impl std::str::FromStr for Mac {
+    type Err = MacParseError;
+
+    fn from_str(s: &str) -> Result<Mac, MacParseError> {
+        let bad = || MacParseError(s.to_string());
+        let mut octets = [0u8; 6];
+        let mut parts = s.split(':');
+        for o in &mut octets {
+            let part = parts.next().ok_or_else(bad)?;
+            // from_str_radix alone would accept "+f" and one-digit groups.
+            if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(bad());
+            }
+            *o = u8::from_str_radix(part, 16).map_err(|_| bad())?;
+        }
+        match parts.next() {
+            Some(_) => Err(bad()),
+            None => Ok(Mac(octets)),
+        }
+    }
+}
 
 /// EtherType of ARP.
 pub const ETHERTYPE_ARP: u16 = 0x0806;
@@ -179,9 +248,9 @@ impl ArpRepr {
         }
         Ok(ArpRepr {
             op: ArpOp::from(pkt.get_operation().0),
-            sender_mac: pkt.get_sender_hw_addr().octets(),
+            sender_mac: Mac(pkt.get_sender_hw_addr().octets()),
             sender_ip: pkt.get_sender_proto_addr(),
-            target_mac: pkt.get_target_hw_addr().octets(),
+            target_mac: Mac(pkt.get_target_hw_addr().octets()),
             target_ip: pkt.get_target_proto_addr(),
         })
     }
@@ -199,9 +268,9 @@ impl ArpRepr {
             pkt.set_hw_addr_len(6);
             pkt.set_proto_addr_len(4);
             pkt.set_operation(ArpOperation(self.op.into()));
-            pkt.set_sender_hw_addr(MacAddr::from(self.sender_mac));
+            pkt.set_sender_hw_addr(MacAddr::from(self.sender_mac.octets()));
             pkt.set_sender_proto_addr(self.sender_ip);
-            pkt.set_target_hw_addr(MacAddr::from(self.target_mac));
+            pkt.set_target_hw_addr(MacAddr::from(self.target_mac.octets()));
             pkt.set_target_proto_addr(self.target_ip);
         }
     }
@@ -429,7 +498,7 @@ fn parse_lladdr_option(mut opts: &[u8], wanted: u8) -> Result<Option<Mac>, WireE
             }
             let mut mac = [0u8; 6];
             mac.copy_from_slice(&opts[2..8]);
-            found = Some(mac);
+            found = Some(Mac(mac));
         }
         opts = &opts[len..];
     }
@@ -440,7 +509,7 @@ fn emit_lladdr_option(buf: &mut [u8], kind: u8, mac: Mac) {
     if let Some(mut opt) = MutableNdpOptionPacket::new(&mut buf[..8]) {
         opt.set_option_type(NdpOptionType(kind));
         opt.set_length(1);
-        opt.set_data(&mac);
+        opt.set_data(&mac.octets());
     }
 }
 
@@ -470,8 +539,8 @@ impl FrameRepr {
             len: bytes.len(),
         })?;
         let repr = EthernetRepr {
-            dst: eth.get_destination().octets(),
-            src: eth.get_source().octets(),
+            dst: Mac(eth.get_destination().octets()),
+            src: Mac(eth.get_source().octets()),
             ethertype: eth.get_ethertype().0,
         };
         let payload = match repr.ethertype {
@@ -499,8 +568,8 @@ impl FrameRepr {
             Payload::Ndp(_) => ETHERTYPE_IPV6,
         };
         if let Some(mut eth) = MutableEthernetPacket::new(&mut buf[..ETH_LEN]) {
-            eth.set_destination(MacAddr::from(self.eth.dst));
-            eth.set_source(MacAddr::from(self.eth.src));
+            eth.set_destination(MacAddr::from(self.eth.dst.octets()));
+            eth.set_source(MacAddr::from(self.eth.src.octets()));
             eth.set_ethertype(EtherType(ethertype));
         }
         match &self.payload {
@@ -529,7 +598,7 @@ pub fn solicited_node(ip: Ipv6Addr) -> Ipv6Addr {
 /// The Ethernet multicast MAC for an IPv6 multicast group (33:33 + low 32 bits).
 pub fn ipv6_multicast_mac(group: Ipv6Addr) -> Mac {
     let o = group.octets();
-    [0x33, 0x33, o[12], o[13], o[14], o[15]]
+    Mac([0x33, 0x33, o[12], o[13], o[14], o[15]])
 }
 
 /// ff02::1, all nodes.
@@ -542,7 +611,7 @@ pub(crate) mod tests_support {
     use proptest::prelude::*;
 
     fn mac() -> impl Strategy<Value = Mac> {
-        any::<[u8; 6]>()
+        any::<[u8; 6]>().prop_map(Mac)
     }
     fn v6() -> impl Strategy<Value = Ipv6Addr> {
         any::<u128>().prop_map(Ipv6Addr::from)
@@ -626,7 +695,7 @@ mod tests {
     #[test]
     fn parses_fixed_arp_request() {
         let f = FrameRepr::parse(&ARP_REQUEST).unwrap();
-        assert_eq!(f.eth.dst, BROADCAST);
+        assert_eq!(f.eth.dst, Mac::BROADCAST);
         let Payload::Arp(a) = f.payload else {
             panic!("not ARP")
         };
@@ -657,15 +726,15 @@ mod tests {
     fn ns_checksum_is_checked() {
         let ns = FrameRepr {
             eth: EthernetRepr {
-                dst: [0x33, 0x33, 0xff, 0, 1, 0],
-                src: [2, 0x18, 0, 0, 2, 0],
+                dst: Mac([0x33, 0x33, 0xff, 0, 1, 0]),
+                src: Mac([2, 0x18, 0, 0, 2, 0]),
                 ethertype: ETHERTYPE_IPV6,
             },
             payload: Payload::Ndp(NdpRepr::Solicit {
                 src_ip: "fd00:198:18::c9".parse().unwrap(),
                 dst_ip: solicited_node("fd00:198:18::100".parse().unwrap()),
                 target: "fd00:198:18::100".parse().unwrap(),
-                source_mac: Some([2, 0x18, 0, 0, 2, 0]),
+                source_mac: Some(Mac([2, 0x18, 0, 0, 2, 0])),
             }),
         };
         let mut bytes = ns.emit();
@@ -673,6 +742,41 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
         assert_eq!(FrameRepr::parse(&bytes), Err(WireError::Checksum));
+    }
+
+    #[test]
+    fn mac_prints_and_parses_like_ip_neigh() {
+        let mac = Mac([0x02, 0x18, 0, 0xab, 1, 0xff]);
+        assert_eq!(mac.to_string(), "02:18:00:ab:01:ff");
+        assert_eq!(format!("{mac:?}"), "Mac(02:18:00:ab:01:ff)");
+        assert_eq!("02:18:00:ab:01:ff".parse(), Ok(mac));
+        // arping prints upper case.
+        assert_eq!("02:18:00:AB:01:FF".parse(), Ok(mac));
+        assert_eq!(Mac::BROADCAST.to_string(), "ff:ff:ff:ff:ff:ff");
+        for bad in [
+            "",
+            "02:18:00:ab:01",
+            "02:18:00:ab:01:ff:00",
+            "02:18:00:ab:01:f",
+            "02:18:00:ab:01:+f",
+            "02-18-00-ab-01-ff",
+            "02:18:00:ab:01:fg",
+            "02:18:00:ab:01:ff:",
+        ] {
+            assert_eq!(
+                bad.parse::<Mac>(),
+                Err(MacParseError(bad.to_string())),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn multicast_is_the_group_bit() {
+        assert!(Mac::BROADCAST.is_multicast());
+        assert!(ipv6_multicast_mac(ALL_NODES).is_multicast());
+        assert!(!Mac([0x02, 0x18, 0, 0, 1, 0]).is_multicast());
+        assert!(!Mac::ZERO.is_multicast());
     }
 
     #[test]
@@ -687,7 +791,7 @@ mod tests {
         );
         assert_eq!(
             parse_lladdr_option(&[9, 1, 0, 0, 0, 0, 0, 0, 1, 1, 1, 2, 3, 4, 5, 6], 1),
-            Ok(Some([1, 2, 3, 4, 5, 6]))
+            Ok(Some(Mac([1, 2, 3, 4, 5, 6])))
         );
     }
 
@@ -699,6 +803,13 @@ mod tests {
             let bytes = f.emit();
             prop_assert_eq!(bytes.len(), f.buffer_len());
             prop_assert_eq!(FrameRepr::parse(&bytes), Ok(f));
+        }
+
+        #[test]
+        fn mac_text_round_trips(bytes in any::<[u8; 6]>()) {
+            let mac = Mac(bytes);
+            prop_assert_eq!(mac.to_string().parse::<Mac>(), Ok(mac));
+            prop_assert_eq!(mac.to_string().to_uppercase().parse::<Mac>(), Ok(mac));
         }
 
         #[test]

@@ -574,7 +574,7 @@ impl Lab {
 
     /// MAC of node `i` as `aa:bb:..`.
     pub fn mac_of(&self, i: usize) -> String {
-        super::net::mac_string(&self.node(i).mac)
+        self.node(i).mac.to_string()
     }
 
     /// Name of the node with MAC `mac`, if any.

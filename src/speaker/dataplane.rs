@@ -3,16 +3,15 @@
 //! MetalLB-like names (`l2lb_layer2_*`), labelled by interface only.
 
 use super::{Announcer, IpConflict};
-use crate::l2::Dataplane;
-use crate::l2::wire::mac_string;
+use crate::l2::{Dataplane, L2Error};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use std::net::IpAddr;
 
 impl Announcer for Dataplane {
-    fn announce(&self, vip: IpAddr, interface: &str) -> Result<(), String> {
-        Dataplane::announce(self, vip, interface).map_err(|e| e.to_string())
+    fn announce(&self, vip: IpAddr, interface: &str) -> Result<(), L2Error> {
+        Dataplane::announce(self, vip, interface)
     }
 
     fn withdraw(&self, vip: IpAddr) {
@@ -35,7 +34,7 @@ impl Announcer for Dataplane {
                     let conflict = IpConflict {
                         vip: c.vip,
                         interface: c.interface,
-                        mac: mac_string(&c.their_mac),
+                        mac: c.their_mac,
                     };
                     if tx.send(conflict).is_err() {
                         break;

@@ -34,7 +34,9 @@ pub use self::core::Timing;
 /// kernel proxy-neighbour mode); tests use a recording fake.
 pub trait Announcer: Send + Sync {
     /// Start answering for `vip` on `interface` (and send the gratuitous burst).
-    fn announce(&self, vip: IpAddr, interface: &str) -> Result<(), String>;
+    /// The error's text goes into the `announceFailed` Event as is; it
+    /// already names the VIP or the interface.
+    fn announce(&self, vip: IpAddr, interface: &str) -> Result<(), crate::l2::L2Error>;
     /// Stop answering for `vip` on every interface, at once.
     fn withdraw(&self, vip: IpAddr);
     /// Stop answering for everything, at once.
@@ -54,8 +56,8 @@ pub struct IpConflict {
     pub vip: IpAddr,
     /// Interface the claim was seen on.
     pub interface: String,
-    /// The other claimant's MAC, as text (`aa:bb:cc:dd:ee:ff`).
-    pub mac: String,
+    /// The other claimant's MAC (prints as `aa:bb:cc:dd:ee:ff`).
+    pub mac: crate::l2::Mac,
 }
 
 /// `l2lb speaker` flags. Durations accept `ms` or `s` suffixes (`500ms`, `4s`).

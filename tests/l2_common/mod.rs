@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{ChildStdin, ChildStdout, Stdio};
 use std::time::{Duration, Instant};
 
-use l2lb::lab::net::{ChildHandle, Host, Lan, mac_string};
+use l2lb::lab::net::{ChildHandle, Host, Lan};
 
 /// `l2lb l2-responder` running in a node namespace, driven over its stdin.
 pub struct Responder {
@@ -106,5 +106,5 @@ pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 }
 
 pub fn mac(host: &Host) -> String {
-    mac_string(&host.mac)
+    host.mac.to_string()
 }

@@ -21,6 +21,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::l2::Mac;
+
 /// Errors of the harness; each carries the command or namespace it concerns.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
@@ -89,7 +91,7 @@ pub struct Host {
     /// The interface inside `ns` that sits on the LAN.
     pub iface: String,
     /// Deterministic MAC of `iface`: 02:18:00:00:<1 node, 2 client>:<index>.
-    pub mac: [u8; 6],
+    pub mac: Mac,
     /// IPv4 address of `iface` (prefix [`Lan::cidr_prefix`]).
     pub ipv4: Ipv4Addr,
     /// IPv6 ULA address of `iface`, when the LAN has IPv6.
@@ -231,8 +233,6 @@ fn ns_exec(ns: &str, args: &[&str]) -> Result<Output, NetError> {
     run_cmd(c)
 }
 
-pub use crate::l2::wire::mac_string;
-
 impl Lan {
     /// Builds the LAN. `tag` (letters/digits; others become `x`) goes into
     /// every namespace name: `l2lb-<tag>-<pid>-<n>-<role>`.
@@ -342,7 +342,7 @@ impl Lan {
         let name = format!("{role}{index}");
         let ns = format!("{}-{name}", self.prefix);
         self.add_ns(&ns)?;
-        let mac = [0x02, 0x18, 0x00, 0x00, kind, index as u8];
+        let mac = Mac([0x02, 0x18, 0x00, 0x00, kind, index as u8]);
         let ipv4 = Ipv4Addr::new(198, 18, 0, host_octet);
         let ipv6_addr =
             ipv6.then(|| Ipv6Addr::new(0xfd00, 0x198, 0x18, 0, 0, 0, 0, host_octet as u16));
@@ -380,7 +380,7 @@ impl Lan {
             "netns",
             ns,
             "address",
-            &mac_string(&host.mac),
+            &host.mac.to_string(),
             "type",
             "veth",
             "peer",
@@ -713,6 +713,12 @@ impl Capture {
             .map(str::to_string)
             .collect())
     }
+}
+
+/// CPU time (user + system) this process has used so far: how the netns
+/// tests and `bench arp` check that an idle responder does not spin.
+pub fn process_cpu_time() -> Duration {
+    Duration::from_micros(sys::process_cpu_micros())
 }
 
 /// Checks that network namespaces can be created here (root, `ip` present).

@@ -1,11 +1,14 @@
-//! The one system call the harness cannot make through std: `setns(2)`.
+//! The system calls the lab cannot make through std: `setns(2)`, `kill(2)`,
+//! `geteuid(2)` and `getrusage(2)`; the lab's only unsafe code.
 //!
-//! Owns nothing long-lived; must never be used on a thread that outlives the
-//! closure it serves (the callers run it on a fresh, short-lived thread).
+//! Owns nothing long-lived. [`enter_netns`] must never be used on a thread
+//! that outlives the closure it serves (the callers run it on a fresh,
+//! short-lived thread).
 #![allow(unsafe_code)]
 
 use std::fs::File;
 use std::io;
+use std::mem;
 use std::os::fd::AsRawFd;
 
 /// Moves the calling thread into the network namespace `/var/run/netns/<ns>`.
@@ -43,4 +46,15 @@ pub(super) fn signal(pid: i32, signal: i32) {
 pub(super) fn euid() -> u32 {
     // SAFETY: geteuid cannot fail and has no side effects.
     unsafe { libc::geteuid() }
+}
+
+/// CPU time (user + system) this process has used so far, in microseconds.
+pub(super) fn process_cpu_micros() -> u64 {
+    // SAFETY: rusage is plain data; all-zero is a valid value.
+    let mut ru: libc::rusage = unsafe { mem::zeroed() };
+    // SAFETY: `ru` is a live rusage the call writes into; getrusage cannot
+    // fail for RUSAGE_SELF with a valid pointer.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    us(ru.ru_utime) + us(ru.ru_stime)
 }

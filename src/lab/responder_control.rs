@@ -2,15 +2,18 @@
 //! hidden `l2lb l2-responder` subcommand used by netns tests and the ARP
 //! benchmark, which run the responder inside a node namespace).
 //!
+//! A test fixture: the production speaker drives the dataplane in-process.
 //! Commands, one per line: `announce <vip>`, `withdraw <vip>`, `withdraw-all`,
 //! `stats`, `owned`, `cpu`. Every command is answered with one line: `ok`,
-//! `err <why>` or a JSON object. Owns no sockets itself and must never be
-//! exposed on a network: it reads a pipe from its parent only.
+//! `err <why>` or a JSON object; tests and `bench arp` parse these, so the
+//! replies must not change. Owns no sockets itself and must never be exposed
+//! on a network: it reads a pipe from its parent only.
 
 use std::io::{BufRead, Write};
 use std::net::IpAddr;
 
-use super::Dataplane;
+use crate::l2::Dataplane;
+use crate::lab::net::process_cpu_time;
 
 /// Serves commands from `input` until EOF, answering on `output`; detected
 /// conflicts are printed as `conflict {json}` lines as they come.
@@ -28,8 +31,8 @@ pub fn serve(
             let line = serde_json::json!({
                 "vip": c.vip.to_string(),
                 "interface": c.interface,
-                "our_mac": crate::lab::net::mac_string(&c.our_mac),
-                "their_mac": crate::lab::net::mac_string(&c.their_mac),
+                "our_mac": c.our_mac.to_string(),
+                "their_mac": c.their_mac.to_string(),
             });
             let mut o = out_c.lock().unwrap_or_else(|e| e.into_inner());
             if writeln!(o, "conflict {line}")
@@ -73,7 +76,7 @@ pub fn serve(
             )
             .unwrap_or_else(|e| format!("err {e}")),
             (Some("cpu"), None) => {
-                format!("{{\"cpu_us\":{}}}", super::process_cpu_time().as_micros())
+                format!("{{\"cpu_us\":{}}}", process_cpu_time().as_micros())
             }
             _ => format!("err unknown command {line:?}"),
         };

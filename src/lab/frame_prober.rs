@@ -1,34 +1,39 @@
-//! A raw-frame prober for tests and benchmarks: sends arbitrary Ethernet
-//! frames out of one interface and receives ARP / NDP frames from it.
+//! A raw-frame prober for netns tests and `bench arp`: sends arbitrary
+//! Ethernet frames out of one interface and receives the ARP / NDP frames
+//! arriving on it.
 //!
-//! A test fixture, not used by the responder. Must never be pointed at an
-//! interface outside a namespace the caller created.
+//! A test fixture, not used by the responder. It sends and receives through
+//! the responder's own filtered socket ([`PacketSocket`]), so it sees what the
+//! responder sees. Must never be pointed at an interface outside a namespace
+//! the caller created.
 
 use std::io;
 use std::time::{Duration, Instant};
 
-use super::engine::filter;
-use super::sys::{self, PacketSocket};
-use super::wire::Mac;
+use crate::l2::{Mac, PacketSocket};
+
+/// Receive buffer of the prober: large enough that a rate test's replies
+/// are counted, not dropped by the kernel before we read them.
+const RCVBUF_BYTES: usize = 16 << 20;
 
 /// An AF_PACKET socket on one interface (created in the calling thread's
 /// namespace; it stays there when moved to another thread).
 #[derive(Debug)]
-pub struct Prober {
+pub struct FrameProber {
     sock: PacketSocket,
 }
 
-impl Prober {
+impl FrameProber {
     /// Opens the prober on `iface` with a large receive buffer.
-    pub fn open(iface: &str) -> io::Result<Prober> {
-        Ok(Prober {
-            sock: PacketSocket::open(iface, &filter(), 16 << 20)?,
+    pub fn open(iface: &str) -> io::Result<FrameProber> {
+        Ok(FrameProber {
+            sock: PacketSocket::open_arp_ndp(iface, RCVBUF_BYTES)?,
         })
     }
 
     /// MAC of the interface.
     pub fn mac(&self) -> Mac {
-        self.sock.mac
+        self.sock.mac()
     }
 
     /// Sends one frame as is.
@@ -49,8 +54,9 @@ impl Prober {
             if left.is_zero() {
                 return Ok(None);
             }
-            let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
-            sys::poll(&[self.sock.fd()], ms)?;
+            // At least 1 ms: a sub-millisecond remainder would poll with 0 and spin.
+            self.sock
+                .wait_readable(left.max(Duration::from_millis(1)))?;
         }
     }
 }
