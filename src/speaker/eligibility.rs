@@ -611,35 +611,20 @@ mod tests {
         assert_eq!(eligible(&v), ["node-a", "node-c"]);
     }
 
+    /// Replaces Service `web` by one whose spec is merged with `spec`.
+    fn set_web(v: &mut ClusterView, spec: serde_json::Value) {
+        let web = service("web", &["198.18.0.10"], json!({ "spec": spec }));
+        v.services.insert(key("default", "web"), web);
+    }
+
     #[test]
     fn other_classes_and_types_are_ignored() {
         let mut v = base();
-        v.services.insert(
-            key("default", "web"),
-            service(
-                "web",
-                &["198.18.0.10"],
-                json!({"spec": {"loadBalancerClass": "other.io/lb"}}),
-            ),
-        );
+        set_web(&mut v, json!({"loadBalancerClass": "other.io/lb"}));
         assert!(eligibility(&v, ClassFilter::default()).is_empty());
-        v.services.insert(
-            key("default", "web"),
-            service(
-                "web",
-                &["198.18.0.10"],
-                json!({"spec": {"loadBalancerClass": LOAD_BALANCER_CLASS}}),
-            ),
-        );
+        set_web(&mut v, json!({"loadBalancerClass": LOAD_BALANCER_CLASS}));
         assert_eq!(eligible(&v).len(), 3);
-        v.services.insert(
-            key("default", "web"),
-            service(
-                "web",
-                &["198.18.0.10"],
-                json!({"spec": {"type": "ClusterIP"}}),
-            ),
-        );
+        set_web(&mut v, json!({"type": "ClusterIP"}));
         assert!(eligibility(&v, ClassFilter::default()).is_empty());
     }
 
@@ -650,20 +635,9 @@ mod tests {
         // not be announced either.
         let required = ClassFilter::new(true);
         let mut v = base();
-        assert_eq!(
-            eligible(&v).len(),
-            3,
-            "classless Service announced by default"
-        );
+        assert_eq!(eligible(&v).len(), 3, "classless: announced by default");
         assert!(eligibility(&v, required).is_empty());
-        v.services.insert(
-            key("default", "web"),
-            service(
-                "web",
-                &["198.18.0.10"],
-                json!({"spec": {"loadBalancerClass": LOAD_BALANCER_CLASS}}),
-            ),
-        );
+        set_web(&mut v, json!({"loadBalancerClass": LOAD_BALANCER_CLASS}));
         assert_eq!(eligibility(&v, required).len(), 1);
     }
 
