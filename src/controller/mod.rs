@@ -16,12 +16,13 @@
 //! write fails with 409 instead of clobbering. It never talks to nodes or
 //! sockets; the speaker announces what this publishes.
 
+mod config;
 pub mod core;
 mod leader;
 mod metrics;
 
 use crate::api::events::Reason;
-use crate::api::{CONTROLLER_LEASE, INSTALL_NAMESPACE, IPAddressPool, L2Advertisement};
+use crate::api::{CONTROLLER_LEASE, IPAddressPool, L2Advertisement};
 use crate::labels::Labels;
 use crate::model as convert;
 use crate::telemetry::{self, Health};
@@ -35,7 +36,6 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use metrics::Metrics;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore, watch};
@@ -43,96 +43,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use crate::model::ServiceKey;
-
-/// Command-line flags of `l2lb controller`.
-#[derive(clap::Args, Debug, Clone)]
-pub struct ControllerArgs {
-    /// Namespace holding pools, advertisements and the leader Lease.
-    #[arg(long, env = "L2LB_NAMESPACE", default_value = INSTALL_NAMESPACE)]
-    pub namespace: String,
-    /// Handle only Services with `spec.loadBalancerClass: l2lb.io/l2`
-    /// (by default Services with no class are handled too).
-    #[arg(long, env = "L2LB_REQUIRE_CLASS")]
-    pub require_class: bool,
-    /// This replica's identity in the leader Lease (the pod name in a cluster).
-    #[arg(long, env = "POD_NAME")]
-    pub identity: Option<String>,
-    /// How long a leader's Lease lasts without renewal; a standby takes over
-    /// after this when the leader dies without stepping down.
-    #[arg(long, default_value = "8s", value_parser = crate::flags::parse_duration)]
-    pub lease_duration: Duration,
-    /// Address for `/metrics`, `/healthz` and `/readyz`.
-    #[arg(long, env = "L2LB_METRICS_ADDR", default_value = "0.0.0.0:7472")]
-    pub metrics_addr: SocketAddr,
-    /// At most this many status writes in flight at once.
-    #[arg(long, default_value_t = 32)]
-    pub max_concurrent_writes: usize,
-}
-
-/// Validated controller configuration.
-#[derive(Debug, Clone)]
-pub struct ControllerConfig {
-    /// See [`ControllerArgs::namespace`].
-    pub namespace: String,
-    /// See [`ControllerArgs::require_class`].
-    pub require_class: bool,
-    /// See [`ControllerArgs::identity`]; defaulted to host name and pid.
-    pub identity: String,
-    /// See [`ControllerArgs::lease_duration`].
-    pub lease_duration: Duration,
-    /// Where to serve metrics; `None` disables the endpoint (tests).
-    pub metrics_addr: Option<SocketAddr>,
-    /// See [`ControllerArgs::max_concurrent_writes`].
-    pub max_concurrent_writes: usize,
-}
-
-impl ControllerArgs {
-    /// Checks the flags and fills defaults.
-    pub fn into_config(self) -> Result<ControllerConfig, ControllerError> {
-        if self.lease_duration < Duration::from_secs(2) {
-            return Err(ControllerError::Config(
-                "--lease-duration must be at least 2s".into(),
-            ));
-        }
-        if self.max_concurrent_writes == 0 {
-            return Err(ControllerError::Config(
-                "--max-concurrent-writes must be at least 1".into(),
-            ));
-        }
-        let identity = self.identity.unwrap_or_else(default_identity);
-        Ok(ControllerConfig {
-            namespace: self.namespace,
-            require_class: self.require_class,
-            identity,
-            lease_duration: self.lease_duration,
-            metrics_addr: Some(self.metrics_addr),
-            max_concurrent_writes: self.max_concurrent_writes,
-        })
-    }
-}
-
-fn default_identity() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "controller".into());
-    format!("{host}-{}", std::process::id())
-}
-
-/// Errors that end the controller.
-#[derive(Debug, thiserror::Error)]
-pub enum ControllerError {
-    /// Flags do not make sense.
-    #[error("invalid configuration: {0}")]
-    Config(String),
-    /// The metrics endpoint could not be opened.
-    #[error("cannot serve metrics on {addr}: {source}")]
-    Metrics {
-        /// The address asked for.
-        addr: SocketAddr,
-        /// Why binding failed.
-        source: std::io::Error,
-    },
-}
+pub use config::{ConfigError, ControllerArgs, ControllerConfig, ControllerError};
 
 /// What changed since the lead loop last looked.
 #[derive(Default)]
@@ -309,6 +220,7 @@ pub async fn run(
     client: Client,
     shutdown: CancellationToken,
 ) -> Result<(), ControllerError> {
+    config.validate()?;
     let mut tasks = JoinSet::new();
     let health = Arc::new(Health::default());
     let mut registry = prometheus_client::registry::Registry::with_prefix("l2lb");
