@@ -16,6 +16,7 @@
 //! write fails with 409 instead of clobbering. It never talks to nodes or
 //! sockets; the speaker announces what this publishes.
 
+mod caches;
 mod config;
 pub mod core;
 mod leader;
@@ -23,195 +24,24 @@ mod metrics;
 
 use crate::api::events::Reason;
 use crate::api::{CONTROLLER_LEASE, IPAddressPool, L2Advertisement};
-use crate::labels::Labels;
 use crate::model as convert;
 use crate::telemetry::{self, Health};
+use caches::{Caches, spawn_watchers};
 use core::{Action, Core};
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use metrics::Metrics;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use crate::model::ServiceKey;
 pub use config::{ConfigError, ControllerArgs, ControllerConfig, ControllerError};
-
-/// What changed since the lead loop last looked.
-#[derive(Default)]
-struct Dirty {
-    /// Services whose object changed or disappeared.
-    services: HashSet<ServiceKey>,
-    /// Pools or namespace labels changed: every Service may be affected.
-    pools: bool,
-    /// L2Advertisements changed: only pools' `Advertised` condition is.
-    advertisements: bool,
-}
-
-/// Watch caches shared by standby and leading phases.
-#[derive(Clone)]
-struct Caches {
-    services: Store<Service>,
-    pools: Store<IPAddressPool>,
-    advertisements: Store<L2Advertisement>,
-    namespaces: Store<Namespace>,
-    dirty: Arc<Mutex<Dirty>>,
-    changed: Arc<Notify>,
-}
-
-impl Caches {
-    fn ns_labels(&self, ns: &str) -> Labels {
-        self.namespaces
-            .get(&reflector::ObjectRef::new(ns))
-            .map(|n| n.labels().clone())
-            .unwrap_or_default()
-    }
-
-    fn take_dirty(&self) -> Dirty {
-        std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-
-    async fn wait_ready(&self) {
-        let _ = tokio::join!(
-            self.services.wait_until_ready(),
-            self.pools.wait_until_ready(),
-            self.advertisements.wait_until_ready(),
-            self.namespaces.wait_until_ready()
-        );
-    }
-}
-
-fn spawn_watchers(client: &Client, namespace: &str, tasks: &mut JoinSet<()>) -> Caches {
-    let dirty = Arc::new(Mutex::new(Dirty::default()));
-    let changed = Arc::new(Notify::new());
-    let mark = {
-        let (dirty, changed) = (dirty.clone(), changed.clone());
-        move |f: &dyn Fn(&mut Dirty)| {
-            f(&mut dirty.lock().unwrap_or_else(|p| p.into_inner()));
-            changed.notify_one();
-        }
-    };
-
-    let m = mark.clone();
-    let services = cached(
-        Api::<Service>::all(client.clone()),
-        "Service",
-        tasks,
-        move |ev| match ev {
-            watcher::Event::Apply(s) | watcher::Event::Delete(s) | watcher::Event::InitApply(s) => {
-                let key = convert::service_key(&s);
-                m(&|d: &mut Dirty| {
-                    d.services.insert(key.clone());
-                });
-            }
-            watcher::Event::InitDone => m(&|d: &mut Dirty| d.pools = true),
-            watcher::Event::Init => {}
-        },
-    );
-
-    let m = mark.clone();
-    // Spec generation and labels per pool: our own status writes come back
-    // through this watch, and must not re-decide every Service.
-    let mut seen: HashMap<String, (Option<i64>, Labels)> = HashMap::new();
-    let pools = cached(
-        Api::<IPAddressPool>::namespaced(client.clone(), namespace),
-        "IPAddressPool",
-        tasks,
-        move |ev| match ev {
-            watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
-                let now = (p.metadata.generation, p.labels().clone());
-                if seen.insert(p.name_any(), now.clone()) != Some(now) {
-                    m(&|d: &mut Dirty| d.pools = true);
-                }
-            }
-            watcher::Event::Delete(p) => {
-                seen.remove(&p.name_any());
-                m(&|d: &mut Dirty| d.pools = true);
-            }
-            watcher::Event::Init => {}
-            watcher::Event::InitDone => m(&|d: &mut Dirty| d.pools = true),
-        },
-    );
-
-    let m = mark.clone();
-    let advertisements = cached(
-        Api::<L2Advertisement>::namespaced(client.clone(), namespace),
-        "L2Advertisement",
-        tasks,
-        move |ev| {
-            if !matches!(ev, watcher::Event::Init) {
-                m(&|d: &mut Dirty| d.advertisements = true);
-            }
-        },
-    );
-
-    let m = mark;
-    let namespaces = cached(
-        Api::<Namespace>::all(client.clone()),
-        "Namespace",
-        tasks,
-        move |ev| {
-            // Only labels matter to allocation (namespaceSelectors).
-            if matches!(
-                ev,
-                watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone
-            ) {
-                m(&|d: &mut Dirty| d.pools = true);
-            }
-        },
-    );
-
-    Caches {
-        services,
-        pools,
-        advertisements,
-        namespaces,
-        dirty,
-        changed,
-    }
-}
-
-/// A reflector cache of `api`, kept by a task in `tasks` that hands every
-/// watch event to `on_event` and logs watch failures (the watcher retries
-/// with backoff).
-fn cached<K>(
-    api: Api<K>,
-    kind: &'static str,
-    tasks: &mut JoinSet<()>,
-    mut on_event: impl FnMut(watcher::Event<K>) + Send + 'static,
-) -> Store<K>
-where
-    K: kube::Resource
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
-{
-    let (store, writer) = reflector::store();
-    let stream =
-        reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
-    tasks.spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(ev) = stream.next().await {
-            match ev {
-                Ok(ev) => on_event(ev),
-                Err(e) => tracing::warn!(kind, error = %e, "watch failed; retrying"),
-            }
-        }
-    });
-    store
-}
 
 /// Runs the controller until `shutdown` fires. On shutdown a leader steps
 /// down at once so a standby takes over without waiting for the Lease.
@@ -443,7 +273,7 @@ async fn lead(
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = caches.changed.notified() => {}
+            _ = caches.changed() => {}
             Some(done) = done_rx.recv() => {
                 in_flight.remove(&done.key);
                 match done.written_from {
@@ -455,11 +285,10 @@ async fn lead(
                     flush_events(&mut queued_events, &mut tasks);
                 }
                 if let Some(delay) = done.retry_after.or(was_deferred.then_some(Duration::ZERO)) {
-                    let caches = caches.clone();
+                    let marks = caches.marks();
                     tasks.spawn(async move {
                         tokio::time::sleep(delay).await;
-                        caches.dirty.lock().unwrap_or_else(|p| p.into_inner()).services.insert(done.key);
-                        caches.changed.notify_one();
+                        marks.mark_service(done.key);
                     });
                 }
             }
@@ -475,7 +304,7 @@ async fn lead(
         }
         let dirty = caches.take_dirty();
         pool_status_dirty |= dirty.advertisements;
-        if !dirty.pools && dirty.services.is_empty() {
+        if !dirty.needs_decision() {
             continue;
         }
         let started = Instant::now();
@@ -495,9 +324,7 @@ async fn lead(
                 deferred.insert(key.clone());
                 continue;
             }
-            let obj = caches
-                .services
-                .get(&reflector::ObjectRef::new(&key.name).within(&key.namespace));
+            let obj = caches.service(key);
             let cached_rv = obj.as_ref().and_then(|o| o.resource_version());
             match written_from.get(key) {
                 Some(from) if cached_rv.as_ref() == Some(from) => continue,
@@ -513,9 +340,7 @@ async fn lead(
         if released {
             // Freed addresses may satisfy Services that were waiting.
             for key in core.pending() {
-                let obj = caches
-                    .services
-                    .get(&reflector::ObjectRef::new(&key.name).within(&key.namespace));
+                let obj = caches.service(&key);
                 actions.extend(core.reconcile(&key, obj.as_ref(), &ns_labels));
             }
         }
