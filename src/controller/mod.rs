@@ -19,24 +19,20 @@
 mod caches;
 mod config;
 pub mod core;
+mod lead;
 mod leader;
 mod metrics;
+mod writer;
 
-use crate::api::events::Reason;
 use crate::api::{CONTROLLER_LEASE, IPAddressPool, L2Advertisement};
-use crate::model as convert;
 use crate::telemetry::{self, Health};
-use caches::{Caches, spawn_watchers};
-use core::{Action, Core};
-use k8s_openapi::api::core::v1::Service;
+use caches::spawn_watchers;
+use core::Core;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, ResourceExt};
 use metrics::Metrics;
-use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -119,7 +115,7 @@ pub async fn run(
         tracing::info!(identity = %config.identity, "leading: rebuilding allocation state from Service status");
         let lead_token = stop_leading.clone();
         tokio::select! {
-            _ = lead(&config, &client, &caches, &metrics, lead_token) => {}
+            _ = lead::lead(&config, &client, &caches, &metrics, lead_token) => {}
             _ = shutdown.cancelled() => stop_leading.cancel(),
         }
         watcher_task.abort_all();
@@ -129,264 +125,6 @@ pub async fn run(
     elect_stop.cancel();
     while elect_task.join_next().await.is_some() {}
     tasks.abort_all();
-    Ok(())
-}
-
-/// Outcome of one status write, fed back into the lead loop.
-struct WriteDone {
-    /// The Service written.
-    key: ServiceKey,
-    /// When to decide again, if the write did not land: shortly after a 409
-    /// (the watch is about to deliver the newer object), later and with
-    /// jitter after other errors so a struggling API server is not hammered
-    /// in lockstep.
-    retry_after: Option<Duration>,
-    /// After a successful write: the resourceVersion it was conditional on.
-    /// Until the watch shows a newer object, the cached one is stale.
-    written_from: Option<String>,
-}
-
-fn jittered(base: Duration) -> Duration {
-    use rand::Rng;
-    base + base.mul_f64(rand::rng().random_range(0.0..1.0))
-}
-
-async fn lead(
-    config: &ControllerConfig,
-    client: &Client,
-    caches: &Caches,
-    metrics: &Arc<Metrics>,
-    stop: CancellationToken,
-) {
-    let mut core = Core::new(crate::model::ClassFilter::new(config.require_class));
-    let ns_labels = |ns: &str| caches.ns_labels(ns);
-    let services = caches.services.state();
-    let pools = caches.pools.state();
-    caches.take_dirty();
-    let actions = core.start(&services, &pools, &ns_labels);
-    metrics.record_state(core.allocator());
-
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: "l2lb-controller".into(),
-            instance: Some(config.identity.clone()),
-        },
-    );
-    let writes = Arc::new(Semaphore::new(config.max_concurrent_writes));
-    let events = Arc::new(Semaphore::new(8));
-    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<WriteDone>();
-    let mut in_flight: HashSet<ServiceKey> = HashSet::new();
-    let mut deferred: HashSet<ServiceKey> = HashSet::new();
-    // Services whose cached object predates our own landed write (by the
-    // resourceVersion the write was conditional on). Deciding on such an
-    // object would write again and fail with 409; the watch delivers the
-    // newer object and marks the Service dirty anyway.
-    let mut written_from: HashMap<ServiceKey, String> = HashMap::new();
-    let mut tasks = JoinSet::new();
-    let mut pool_status_dirty = true;
-    let mut pool_tick = tokio::time::interval(Duration::from_secs(1));
-    pool_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-
-    // Events wait until no status write is in flight: the address is what
-    // users wait for, and on a busy API server Events would slow it down.
-    let mut queued_events: Vec<(Arc<Service>, Reason, String)> = Vec::new();
-    let flush_events = |queued: &mut Vec<(Arc<Service>, Reason, String)>,
-                        tasks: &mut JoinSet<()>| {
-        for (service, reason, note) in queued.drain(..) {
-            let recorder = recorder.clone();
-            let events = events.clone();
-            tasks.spawn(async move {
-                let Ok(_permit) = events.acquire_owned().await else { return };
-                let ev = KubeEvent {
-                    type_: if reason.is_warning() { EventType::Warning } else { EventType::Normal },
-                    reason: reason.to_string(),
-                    note: Some(note),
-                    action: "Allocate".into(),
-                    secondary: None,
-                };
-                if let Err(e) = recorder.publish(&ev, &service.object_ref(&())).await {
-                    tracing::debug!(service = %convert::service_key(&service), error = %e, "cannot record event");
-                }
-            });
-        }
-    };
-    let dispatch = |actions: Vec<Action>,
-                    in_flight: &mut HashSet<ServiceKey>,
-                    deferred: &mut HashSet<ServiceKey>,
-                    queued_events: &mut Vec<(Arc<Service>, Reason, String)>,
-                    tasks: &mut JoinSet<()>| {
-        // Collapse to the last status write per Service: it reflects the
-        // final decision of this round.
-        let mut last_write: BTreeMap<ServiceKey, (Arc<Service>, Vec<std::net::IpAddr>)> =
-            BTreeMap::new();
-        for action in actions {
-            match action {
-                Action::WriteStatus { service, ips } => {
-                    last_write.insert(convert::service_key(&service), (service, ips));
-                }
-                Action::Event {
-                    service,
-                    reason,
-                    note,
-                } => {
-                    metrics.record_event(reason);
-                    queued_events.push((service, reason, note));
-                }
-            }
-        }
-        for (key, (service, ips)) in last_write {
-            if in_flight.contains(&key) {
-                // One write per Service at a time; decide again once the
-                // current one lands and the watch shows its result.
-                deferred.insert(key);
-                continue;
-            }
-            in_flight.insert(key.clone());
-            let (client, writes, done) = (client.clone(), writes.clone(), done_tx.clone());
-            tasks.spawn(async move {
-                let Ok(_permit) = writes.acquire_owned().await else { return };
-                let retry_after = match write_status(&client, &service, &ips).await {
-                    Ok(()) => None,
-                    Err(kube::Error::Api(s)) if s.code == 409 => Some(jittered(Duration::from_millis(20))),
-                    Err(e) => {
-                        tracing::warn!(service = %key, error = %e, "status write failed; will retry");
-                        Some(jittered(Duration::from_millis(500)))
-                    }
-                };
-                let written_from = retry_after.is_none().then(|| service.resource_version()).flatten();
-                let _ = done.send(WriteDone { key, retry_after, written_from });
-            });
-        }
-    };
-    dispatch(
-        actions,
-        &mut in_flight,
-        &mut deferred,
-        &mut queued_events,
-        &mut tasks,
-    );
-    if in_flight.is_empty() {
-        flush_events(&mut queued_events, &mut tasks);
-    }
-
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = caches.changed() => {}
-            Some(done) = done_rx.recv() => {
-                in_flight.remove(&done.key);
-                match done.written_from {
-                    Some(rv) => { written_from.insert(done.key.clone(), rv); }
-                    None => { written_from.remove(&done.key); }
-                }
-                let was_deferred = deferred.remove(&done.key);
-                if in_flight.is_empty() {
-                    flush_events(&mut queued_events, &mut tasks);
-                }
-                if let Some(delay) = done.retry_after.or(was_deferred.then_some(Duration::ZERO)) {
-                    let marks = caches.marks();
-                    tasks.spawn(async move {
-                        tokio::time::sleep(delay).await;
-                        marks.mark_service(done.key);
-                    });
-                }
-            }
-            _ = pool_tick.tick() => {
-                if pool_status_dirty {
-                    pool_status_dirty = false;
-                    let (pools, ads) = (caches.pools.state(), caches.advertisements.state());
-                    write_pool_statuses(client, &config.namespace, &core, &pools, &ads).await;
-                }
-                while tasks.try_join_next().is_some() {}
-                continue;
-            }
-        }
-        let dirty = caches.take_dirty();
-        pool_status_dirty |= dirty.advertisements;
-        if !dirty.needs_decision() {
-            continue;
-        }
-        let started = Instant::now();
-        let mut actions = Vec::new();
-        let mut released = false;
-        if dirty.pools {
-            actions.extend(core.sync_pools(
-                &caches.services.state(),
-                &caches.pools.state(),
-                &ns_labels,
-            ));
-        }
-        let mut keys: Vec<ServiceKey> = dirty.services.into_iter().collect();
-        keys.sort();
-        for key in &keys {
-            if in_flight.contains(key) {
-                deferred.insert(key.clone());
-                continue;
-            }
-            let obj = caches.service(key);
-            let cached_rv = obj.as_ref().and_then(|o| o.resource_version());
-            match written_from.get(key) {
-                Some(from) if cached_rv.as_ref() == Some(from) => continue,
-                Some(_) => {
-                    written_from.remove(key);
-                }
-                None => {}
-            }
-            let held_before = core.allocator().assignment(key).is_some();
-            actions.extend(core.reconcile(key, obj.as_ref(), &ns_labels));
-            released |= held_before && core.allocator().assignment(key).is_none();
-        }
-        if released {
-            // Freed addresses may satisfy Services that were waiting.
-            for key in core.pending() {
-                let obj = caches.service(&key);
-                actions.extend(core.reconcile(&key, obj.as_ref(), &ns_labels));
-            }
-        }
-        metrics.observe_reconcile(started.elapsed());
-        metrics.record_state(core.allocator());
-        pool_status_dirty = true;
-        dispatch(
-            actions,
-            &mut in_flight,
-            &mut deferred,
-            &mut queued_events,
-            &mut tasks,
-        );
-        if in_flight.is_empty() {
-            flush_events(&mut queued_events, &mut tasks);
-        }
-    }
-    tasks.abort_all();
-}
-
-async fn write_status(
-    client: &Client,
-    svc: &Service,
-    ips: &[std::net::IpAddr],
-) -> Result<(), kube::Error> {
-    let api: Api<Service> = Api::namespaced(client.clone(), &svc.namespace().unwrap_or_default());
-    // resourceVersion in a merge patch is a precondition: the write fails
-    // with 409 if the Service changed since the decision was made.
-    let patch = serde_json::json!({
-        "metadata": { "resourceVersion": svc.resource_version() },
-        "status": { "loadBalancer": convert::load_balancer_status(ips) },
-    });
-    let patch = if ips.is_empty() {
-        serde_json::json!({
-            "metadata": { "resourceVersion": svc.resource_version() },
-            "status": { "loadBalancer": { "ingress": null } },
-        })
-    } else {
-        patch
-    };
-    api.patch_status(
-        &svc.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await?;
     Ok(())
 }
 
