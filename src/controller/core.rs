@@ -7,14 +7,12 @@
 //! objects and assert the exact actions; the runtime in `mod.rs` only carries
 //! actions out.
 
+use crate::api::IPAddressPool;
 use crate::api::events::Reason;
-use crate::api::{INSTALL_NAMESPACE, IPAddressPoolStatus};
-use crate::api::{IPAddressPool, L2Advertisement};
-use crate::ipam::{Allocator, Assignment, PoolIssueKind, PoolSpec, ServiceKey};
+use crate::ipam::{Allocator, Assignment, PoolSpec, ServiceKey};
 use crate::labels::Labels;
 use crate::model::{self as convert, ClassFilter, ConvertError, PoolSpecs};
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -58,7 +56,7 @@ pub struct Core {
     pending: BTreeSet<ServiceKey>,
     /// Pools whose `serviceAllocation` could not be parsed, with the reason.
     /// They keep serving existing and explicitly requested addresses.
-    pool_errors: BTreeMap<String, String>,
+    malformed_pools: BTreeMap<String, ConvertError>,
     /// Whether any pool object exists. With none (a fresh install whose
     /// pools are not applied yet) published addresses are left alone rather
     /// than wiped (MetalLB #2887).
@@ -76,14 +74,20 @@ impl Core {
             class,
             failures: HashMap::new(),
             pending: BTreeSet::new(),
-            pool_errors: BTreeMap::new(),
+            malformed_pools: BTreeMap::new(),
             have_pools: false,
         }
     }
 
-    /// The allocator, for metrics and tests.
+    /// The allocator, for metrics, pool status and tests.
     pub fn allocator(&self) -> &Allocator {
         &self.alloc
+    }
+
+    /// Pools whose `serviceAllocation` could not be parsed, with the reason
+    /// (for their `Invalid` condition).
+    pub fn malformed_pools(&self) -> &BTreeMap<String, ConvertError> {
+        &self.malformed_pools
     }
 
     fn pool_specs(&mut self, pools: &[Arc<IPAddressPool>]) -> Vec<PoolSpec> {
@@ -94,11 +98,7 @@ impl Core {
         for (pool, e) in &converted.errors {
             tracing::warn!(%pool, error = %e, "pool has a malformed serviceAllocation");
         }
-        self.pool_errors = converted
-            .errors
-            .into_iter()
-            .map(|(pool, e)| (pool, e.to_string()))
-            .collect();
+        self.malformed_pools = converted.errors;
         converted.specs
     }
 
@@ -351,149 +351,6 @@ impl Core {
         self.failures.remove(key);
         self.pending.remove(key);
     }
-
-    /// The status each pool should show: counts per family and conditions
-    /// (`Ready`, `Invalid` with the reason, `Overlapping` naming the other
-    /// pool, `Advertised` naming the L2Advertisements that announce it).
-    pub fn pool_statuses(
-        &self,
-        pools: &[Arc<IPAddressPool>],
-        ads: &[Arc<L2Advertisement>],
-    ) -> BTreeMap<String, IPAddressPoolStatus> {
-        let stats: BTreeMap<String, _> = self
-            .alloc
-            .stats()
-            .into_iter()
-            .map(|s| (s.name.clone(), s))
-            .collect();
-        let mut issues: BTreeMap<String, Vec<PoolIssueKind>> = BTreeMap::new();
-        for issue in self.alloc.pool_issues() {
-            issues.entry(issue.pool).or_default().push(issue.kind);
-        }
-        let mut out = BTreeMap::new();
-        for pool in pools {
-            let name = pool.name_any();
-            let mut status = IPAddressPoolStatus::default();
-            if let Some(s) = stats.get(&name) {
-                let sat = |v: u128| u64::try_from(v).unwrap_or(u64::MAX);
-                status.assigned_ipv4 = sat(s.v4_in_use);
-                status.available_ipv4 = sat(s.v4_total.saturating_sub(s.v4_in_use));
-                status.assigned_ipv6 = sat(s.v6_in_use);
-                status.available_ipv6 = sat(s.v6_total.saturating_sub(s.v6_in_use));
-            }
-            let mut invalid: Vec<String> = Vec::new();
-            let mut overlapping: Vec<String> = Vec::new();
-            for kind in issues.get(&name).into_iter().flatten() {
-                match kind {
-                    PoolIssueKind::Invalid { reason } => invalid.push(reason.clone()),
-                    PoolIssueKind::Overlapping { other } => overlapping.push(other.clone()),
-                }
-            }
-            if let Some(e) = self.pool_errors.get(&name) {
-                invalid.push(format!("{e}; automatic assignment disabled"));
-            }
-            let generation = pool.metadata.generation;
-            let cond = |type_: &str, ok: bool, reason: &str, message: String| Condition {
-                type_: type_.to_string(),
-                status: if ok { "True" } else { "False" }.to_string(),
-                reason: reason.to_string(),
-                message,
-                observed_generation: generation,
-                last_transition_time: Time(jiff::Timestamp::UNIX_EPOCH),
-            };
-            let ready = invalid.is_empty() && stats.contains_key(&name);
-            status.conditions = vec![
-                cond(
-                    "Ready",
-                    ready,
-                    if ready { "Allocatable" } else { "Invalid" },
-                    if ready {
-                        "addresses can be assigned".into()
-                    } else {
-                        invalid.join("; ")
-                    },
-                ),
-                cond(
-                    "Invalid",
-                    !invalid.is_empty(),
-                    if invalid.is_empty() {
-                        "Valid"
-                    } else {
-                        "InvalidSpec"
-                    },
-                    invalid.join("; "),
-                ),
-                cond(
-                    "Overlapping",
-                    !overlapping.is_empty(),
-                    if overlapping.is_empty() {
-                        "NoOverlap"
-                    } else {
-                        "OverlapsOlderPool"
-                    },
-                    if overlapping.is_empty() {
-                        String::new()
-                    } else {
-                        format!(
-                            "addresses also in older pool(s) {}; they are assigned from the older pool only",
-                            overlapping.join(", ")
-                        )
-                    },
-                ),
-            ];
-            let by = convert::advertisements_of(pool, ads.iter().map(|a| &**a));
-            status.conditions.push(if by.is_empty() {
-                cond(
-                    "Advertised",
-                    false,
-                    "NoAdvertisement",
-                    "no L2Advertisement selects this pool: its addresses are assigned, but no node answers ARP/NDP for them".into(),
-                )
-            } else {
-                cond(
-                    "Advertised",
-                    true,
-                    "Advertised",
-                    format!("announced by L2Advertisement {}", by.join(", ")),
-                )
-            });
-            out.insert(name, status);
-        }
-        out
-    }
-}
-
-/// Whether two pool statuses say the same thing, ignoring transition times.
-pub fn same_pool_status(a: &IPAddressPoolStatus, b: &IPAddressPoolStatus) -> bool {
-    let strip = |s: &IPAddressPoolStatus| {
-        let mut s = s.clone();
-        for c in &mut s.conditions {
-            c.last_transition_time = Time(jiff::Timestamp::UNIX_EPOCH);
-        }
-        s
-    };
-    strip(a) == strip(b)
-}
-
-/// Keeps transition times of conditions whose status did not change, and
-/// stamps `now` on those that did, as Kubernetes conventions ask.
-pub fn stamp_conditions(
-    new: &mut IPAddressPoolStatus,
-    old: Option<&IPAddressPoolStatus>,
-    now: jiff::Timestamp,
-) {
-    for c in &mut new.conditions {
-        let prev = old.and_then(|o| o.conditions.iter().find(|p| p.type_ == c.type_));
-        c.last_transition_time = match prev {
-            Some(p) if p.status == c.status => p.last_transition_time.clone(),
-            _ => Time(now),
-        };
-    }
-}
-
-/// The namespace the controller keeps pools in.
-pub fn pool_namespace() -> &'static str {
-    INSTALL_NAMESPACE
 }
 
 /// Oldest first, then namespace/name: the order in which Services are
@@ -531,66 +388,9 @@ fn strip_annotations(svc: &Service) -> Service {
 
 #[cfg(test)]
 mod tests {
+    use super::super::fixtures::{no_labels, pool, svc};
     use super::*;
     use serde_json::json;
-
-    /// Chainable Service builder for tests.
-    struct Svc(serde_json::Value);
-
-    fn svc(name: &str, created: i64) -> Svc {
-        let ts = jiff::Timestamp::from_second(1_700_000_000 + created)
-            .unwrap()
-            .to_string();
-        Svc(json!({
-            "metadata": {"name": name, "namespace": "default", "resourceVersion": "1",
-                         "creationTimestamp": ts, "annotations": {}},
-            "spec": {"type": "LoadBalancer", "ports": [{"port": 80, "protocol": "TCP"}]},
-        }))
-    }
-
-    impl Svc {
-        fn published(mut self, ips: &[&str]) -> Self {
-            let ingress: Vec<_> = ips
-                .iter()
-                .map(|ip| json!({"ip": ip, "ipMode": "VIP"}))
-                .collect();
-            self.0["status"] = json!({"loadBalancer": {"ingress": ingress}});
-            self
-        }
-        fn annotate(mut self, k: &str, v: &str) -> Self {
-            self.0["metadata"]["annotations"][k] = json!(v);
-            self
-        }
-        fn port(mut self, port: u16) -> Self {
-            self.0["spec"]["ports"] = json!([{"port": port, "protocol": "TCP"}]);
-            self
-        }
-        fn spec(mut self, k: &str, v: serde_json::Value) -> Self {
-            self.0["spec"][k] = v;
-            self
-        }
-        fn build(self) -> Arc<Service> {
-            Arc::new(serde_json::from_value(self.0).unwrap())
-        }
-    }
-
-    fn pool(name: &str, created: i64, addresses: &[&str]) -> Arc<IPAddressPool> {
-        let ts = jiff::Timestamp::from_second(1_700_000_000 + created)
-            .unwrap()
-            .to_string();
-        Arc::new(
-            serde_json::from_value(json!({
-                "apiVersion": "l2lb.io/v1beta1", "kind": "IPAddressPool",
-                "metadata": {"name": name, "namespace": "l2lb-system", "creationTimestamp": ts, "generation": 1},
-                "spec": {"addresses": addresses},
-            }))
-            .unwrap(),
-        )
-    }
-
-    fn no_labels(_: &str) -> Labels {
-        Labels::new()
-    }
 
     /// Status writes as (service name, ips).
     fn writes(actions: &[Action]) -> Vec<(String, Vec<String>)> {
@@ -861,54 +661,5 @@ mod tests {
             note.contains("default/http"),
             "note must name the other Service: {note}"
         );
-    }
-
-    #[test]
-    fn pool_status_counts_and_names_the_overlapping_pool() {
-        let mut core = Core::new(ClassFilter::default());
-        let older = pool("first", 0, &["198.18.0.0/30"]);
-        let newer = pool("second", 5, &["198.18.0.2/31", "198.18.0.8/30"]);
-        let pools = [older, newer];
-        core.start(&[svc("a", 1).build()], &pools, &no_labels);
-        let only_first: Arc<L2Advertisement> = Arc::new(
-            serde_json::from_value(serde_json::json!({
-                "metadata": {"name": "ad", "namespace": "l2lb-system"},
-                "spec": {"ipAddressPools": ["first"]}
-            }))
-            .unwrap(),
-        );
-        let st = core.pool_statuses(&pools, &[only_first]);
-        let advertised = |pool: &str| {
-            st[pool]
-                .conditions
-                .iter()
-                .find(|c| c.type_ == "Advertised")
-                .map(|c| (c.status.clone(), c.message.clone()))
-                .unwrap()
-        };
-        assert_eq!(advertised("first").0, "True");
-        assert!(advertised("first").1.contains("ad"));
-        assert_eq!(advertised("second").0, "False");
-        assert!(
-            core.pool_statuses(&pools, &[])["first"]
-                .conditions
-                .iter()
-                .any(|c| c.type_ == "Advertised" && c.status == "False")
-        );
-        assert_eq!(st["first"].assigned_ipv4, 1);
-        assert_eq!(st["first"].available_ipv4, 3);
-        let overlap = st["second"]
-            .conditions
-            .iter()
-            .find(|c| c.type_ == "Overlapping")
-            .unwrap();
-        assert_eq!(overlap.status, "True");
-        assert!(overlap.message.contains("first"));
-        let ready = st["first"]
-            .conditions
-            .iter()
-            .find(|c| c.type_ == "Ready")
-            .unwrap();
-        assert_eq!(ready.status, "True");
     }
 }

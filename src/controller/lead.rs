@@ -11,6 +11,7 @@ use super::caches::{Caches, Dirty};
 use super::config::ControllerConfig;
 use super::core::{Action, Core};
 use super::metrics::Metrics;
+use super::pool_status;
 use super::writer::StatusWriter;
 use crate::model::{ClassFilter, ServiceKey};
 use kube::{Client, ResourceExt};
@@ -56,8 +57,7 @@ pub(super) async fn lead(
             Some(done) = writer.next_done() => writer.on_done(done),
             _ = pool_tick.tick() => {
                 if std::mem::take(&mut pool_status_dirty) {
-                    let (pools, ads) = (caches.pools.state(), caches.advertisements.state());
-                    super::write_pool_statuses(client, &config.namespace, &core, &pools, &ads).await;
+                    write_pool_status(client, &config.namespace, &core, caches).await;
                 }
                 writer.reap();
                 continue;
@@ -75,6 +75,13 @@ pub(super) async fn lead(
         pool_status_dirty = true;
         writer.dispatch(actions);
     }
+}
+
+/// Writes the status of every pool whose status would say something new.
+async fn write_pool_status(client: &Client, namespace: &str, core: &Core, caches: &Caches) {
+    let (pools, ads) = (caches.pools.state(), caches.advertisements.state());
+    let desired = pool_status::desired(core.allocator(), core.malformed_pools(), &pools, &ads);
+    pool_status::write_changed(client, namespace, &pools, desired).await;
 }
 
 fn pool_status_ticker() -> Interval {

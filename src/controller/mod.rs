@@ -19,17 +19,18 @@
 mod caches;
 mod config;
 pub mod core;
+#[cfg(test)]
+mod fixtures;
 mod lead;
 mod leader;
 mod metrics;
+mod pool_status;
 mod writer;
 
-use crate::api::{CONTROLLER_LEASE, IPAddressPool, L2Advertisement};
+use crate::api::CONTROLLER_LEASE;
 use crate::telemetry::{self, Health};
 use caches::spawn_watchers;
-use core::Core;
-use kube::api::{Api, Patch, PatchParams};
-use kube::{Client, ResourceExt};
+use kube::Client;
 use metrics::Metrics;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -126,32 +127,4 @@ pub async fn run(
     while elect_task.join_next().await.is_some() {}
     tasks.abort_all();
     Ok(())
-}
-
-async fn write_pool_statuses(
-    client: &Client,
-    namespace: &str,
-    core: &Core,
-    pools: &[Arc<IPAddressPool>],
-    ads: &[Arc<L2Advertisement>],
-) {
-    let api: Api<IPAddressPool> = Api::namespaced(client.clone(), namespace);
-    let now = jiff::Timestamp::now();
-    for (name, mut status) in core.pool_statuses(pools, ads) {
-        let Some(pool) = pools.iter().find(|p| p.name_any() == name) else {
-            continue;
-        };
-        let old = pool.status.as_ref();
-        if old.is_some_and(|o| core::same_pool_status(o, &status)) {
-            continue;
-        }
-        core::stamp_conditions(&mut status, old, now);
-        let patch = serde_json::json!({ "status": status });
-        if let Err(e) = api
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            tracing::warn!(pool = %name, error = %e, "cannot update pool status");
-        }
-    }
 }
