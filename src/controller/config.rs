@@ -6,8 +6,11 @@
 //! a message naming the flag instead of a controller that misbehaves later.
 //! This module never touches the API server.
 
+use super::metrics::ControllerMetrics;
 use crate::api::INSTALL_NAMESPACE;
+use crate::telemetry::Health;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Shortest accepted `--lease-duration`: renewals run every quarter of it,
@@ -50,10 +53,17 @@ pub struct ControllerConfig {
     pub identity: String,
     /// See [`ControllerArgs::lease_duration`]; at least 2s.
     pub lease_duration: Duration,
-    /// Where to serve metrics; `None` disables the endpoint (tests).
-    pub metrics_addr: Option<SocketAddr>,
+    /// Where the caller serves metrics and health (see
+    /// [`ControllerArgs::metrics_addr`]); the controller opens no socket.
+    pub metrics_addr: SocketAddr,
     /// See [`ControllerArgs::max_concurrent_writes`]; at least 1.
     pub max_concurrent_writes: usize,
+    /// Metrics handles; register them in the caller's registry with
+    /// [`ControllerMetrics::register`] before [`run`](super::run).
+    pub metrics: ControllerMetrics,
+    /// Readiness for `/readyz`: every watch has listed. Serve it with
+    /// `telemetry::serve`.
+    pub health: Arc<Health>,
 }
 
 /// Why a controller configuration is refused. Each variant names the flag
@@ -74,13 +84,11 @@ pub enum ControllerError {
     /// Flags do not make sense.
     #[error("invalid configuration: {0}")]
     Config(#[from] ConfigError),
-    /// The metrics endpoint could not be opened.
-    #[error("cannot serve metrics on {addr}: {source}")]
-    Metrics {
-        /// The address asked for.
-        addr: SocketAddr,
-        /// Why binding failed.
-        source: std::io::Error,
+    /// A task the controller cannot work without ended (it panicked).
+    #[error("controller task {task} stopped unexpectedly")]
+    TaskStopped {
+        /// Which task.
+        task: &'static str,
     },
 }
 
@@ -90,10 +98,10 @@ impl ControllerArgs {
         let config = ControllerConfig {
             namespace: self.namespace,
             require_class: self.require_class,
-            identity: self.identity.unwrap_or_else(default_identity),
             lease_duration: self.lease_duration,
-            metrics_addr: Some(self.metrics_addr),
+            metrics_addr: self.metrics_addr,
             max_concurrent_writes: self.max_concurrent_writes,
+            ..ControllerConfig::new(self.identity.unwrap_or_else(default_identity))
         };
         config.validate()?;
         Ok(config)
@@ -101,6 +109,21 @@ impl ControllerArgs {
 }
 
 impl ControllerConfig {
+    /// The flags' defaults for replica `identity` (tests and benches set
+    /// what they need on top).
+    pub fn new(identity: impl Into<String>) -> Self {
+        Self {
+            namespace: INSTALL_NAMESPACE.to_string(),
+            require_class: false,
+            identity: identity.into(),
+            lease_duration: Duration::from_secs(8),
+            metrics_addr: SocketAddr::from(([0, 0, 0, 0], 7472)),
+            max_concurrent_writes: 32,
+            metrics: ControllerMetrics::default(),
+            health: Arc::default(),
+        }
+    }
+
     /// Checks the invariants the controller relies on.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.lease_duration < MIN_LEASE_DURATION {
@@ -140,12 +163,17 @@ mod tests {
     }
 
     #[test]
-    fn defaults_validate() {
+    fn flag_defaults_match_the_config_defaults_and_validate() {
         let c = parse(&["--identity", "a"]).unwrap();
-        assert_eq!(c.namespace, "l2lb-system");
-        assert_eq!(c.identity, "a");
-        assert_eq!(c.lease_duration, Duration::from_secs(8));
-        assert_eq!(c.max_concurrent_writes, 32);
+        let d = ControllerConfig::new("a");
+        assert_eq!(d.validate(), Ok(()));
+        assert_eq!(
+            (c.namespace, c.identity, c.require_class),
+            (d.namespace, d.identity, d.require_class)
+        );
+        assert_eq!(c.lease_duration, d.lease_duration);
+        assert_eq!(c.metrics_addr, d.metrics_addr);
+        assert_eq!(c.max_concurrent_writes, d.max_concurrent_writes);
     }
 
     #[test]

@@ -10,29 +10,22 @@
 use super::caches::{Caches, Dirty};
 use super::config::ControllerConfig;
 use super::core::{Action, Core};
-use super::metrics::Metrics;
 use super::pool_status;
 use super::writer::StatusWriter;
 use crate::model::{ClassFilter, ServiceKey};
 use kube::{Client, ResourceExt};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::time::{Interval, MissedTickBehavior};
-use tokio_util::sync::CancellationToken;
 
 /// How often pool status may be written: counts change with every
 /// allocation, and one write per pool per burst is plenty.
 const POOL_STATUS_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Leads until `stop`: every write made here is conditional on the object it
-/// was decided from, so a term that ends late cannot clobber the next one.
-pub(super) async fn lead(
-    config: &ControllerConfig,
-    client: &Client,
-    caches: &Caches,
-    metrics: &Arc<Metrics>,
-    stop: CancellationToken,
-) {
+/// Leads until dropped (the caller drops it when leadership ends or on
+/// shutdown). Every write made here is conditional on the object it was
+/// decided from, so a term that ends late cannot clobber the next one.
+pub(super) async fn lead(config: &ControllerConfig, client: &Client, caches: &Caches) {
+    let metrics = &config.metrics;
     let mut core = Core::new(ClassFilter::new(config.require_class));
     let mut writer = StatusWriter::new(
         client,
@@ -52,7 +45,6 @@ pub(super) async fn lead(
     let mut pool_status_dirty = true;
     loop {
         tokio::select! {
-            _ = stop.cancelled() => break,
             _ = caches.changed() => {}
             Some(done) = writer.next_done() => writer.on_done(done),
             _ = pool_tick.tick() => {

@@ -8,11 +8,10 @@
 //! either writes) is closed by the resourceVersion precondition on every
 //! status write.
 
-use super::metrics::Metrics;
+use super::metrics::ControllerMetrics;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, Client};
 use kube_leader_election::{LeaseLock, LeaseLockParams, LeaseLockResult};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -64,7 +63,7 @@ impl Elector {
     pub(super) async fn run(
         self,
         leader: watch::Sender<bool>,
-        metrics: Arc<Metrics>,
+        metrics: ControllerMetrics,
         stop: CancellationToken,
     ) {
         // Renew well inside the lease so one slow request does not cost

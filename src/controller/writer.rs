@@ -11,7 +11,7 @@
 
 use super::caches::Marks;
 use super::core::Action;
-use super::metrics::Metrics;
+use super::metrics::ControllerMetrics;
 use crate::api::events::Reason;
 use crate::model::{self, ServiceKey};
 use k8s_openapi::api::core::v1::Service;
@@ -73,7 +73,7 @@ pub(super) struct StatusWriter {
     /// Bounds Event requests in flight ([`CONCURRENT_EVENTS`]).
     events: Arc<Semaphore>,
     /// Counts Events by reason as they are decided.
-    metrics: Arc<Metrics>,
+    metrics: ControllerMetrics,
     /// Marks a Service dirty again after a failed or deferred write.
     marks: Marks,
     /// Write tasks report here.
@@ -106,7 +106,7 @@ impl StatusWriter {
         client: &Client,
         identity: &str,
         max_concurrent_writes: usize,
-        metrics: Arc<Metrics>,
+        metrics: ControllerMetrics,
         marks: Marks,
     ) -> Self {
         let reporter = Reporter {
