@@ -19,6 +19,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 /// What changed since the lead loop last looked.
 #[derive(Default)]
@@ -239,7 +240,7 @@ where
     let (store, writer) = reflector::store();
     let stream =
         reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
-    tasks.spawn(async move {
+    let watch = async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(ev) = stream.next().await {
             match ev {
@@ -247,6 +248,7 @@ where
                 Err(e) => tracing::warn!(kind, error = %e, "watch failed; retrying"),
             }
         }
-    });
+    };
+    tasks.spawn(watch.instrument(tracing::info_span!("watch", kind)));
     store
 }

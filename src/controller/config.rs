@@ -70,7 +70,7 @@ pub struct ControllerConfig {
 /// to change.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
-    /// `--lease-duration` below [`MIN_LEASE_DURATION`].
+    /// `--lease-duration` below 2s (the minimum renewals need).
     #[error("--lease-duration must be at least 2s")]
     LeaseDurationTooShort(Duration),
     /// `--max-concurrent-writes 0` would never write anything.

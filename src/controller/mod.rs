@@ -1,20 +1,34 @@
 //! `l2lb controller`: hands out Service addresses from pools and publishes
 //! them in `status.loadBalancer.ingress`.
 //!
-//! Layout:
+//! Tasks and the data between them (span names in brackets):
 //!
 //! ```text
-//!  watchers (Services, pools, L2Advertisements, Namespaces) ──► stores + Dirty set ──┐
-//!                                                                  ▼
-//!  leader election ──is_leader──► lead loop: Core (pure) ──Actions──► writes (bounded, RV-checked)
-//!                                                          └──────► Events, pool status (debounced)
+//!  caches.rs [watch]: Services, pools, L2Advertisements, Namespaces
+//!        │ stores + Dirty set (Marks wakes the loop)
+//!        ▼
+//!  leader.rs [leader_election] ──is_leader──► lead.rs [controller]: lead loop
+//!                                               │ decide: core.rs (pure) ──► Vec<Action>
+//!                                               │                               ▼
+//!                                               │         writer.rs [status_writer]: StatusWriter
+//!                                               │           status patches (bounded, one per
+//!                                               │           Service, RV-checked), then Events
+//!                                               │           retries / deferrals ──► Marks
+//!                                               ▼
+//!                                  pool_status.rs: pool status (≤ 1/s, only when changed)
 //! ```
+//!
+//! Files, one job each: `config` (flags → validated config), `caches`
+//! (watches), `leader` (the Lease), `lead` (one term of leadership),
+//! `core` (allocation decisions, no I/O), `writer` (Service status and
+//! Events), `pool_status` (pool status), `metrics`.
 //!
 //! Replicas keep their caches warm while standing by; only the leader holds
 //! an allocator and writes. Every status write is conditional on the
 //! resourceVersion the decision was made from, so a deposed leader's late
-//! write fails with 409 instead of clobbering. It never talks to nodes or
-//! sockets; the speaker announces what this publishes.
+//! write fails with 409 instead of clobbering. The caller serves telemetry
+//! (see [`run`]). The controller never talks to nodes or sockets; the
+//! speaker announces what this publishes.
 
 mod caches;
 mod config;
@@ -33,6 +47,7 @@ use kube::Client;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info_span};
 
 pub use crate::model::ServiceKey;
 pub use config::{ConfigError, ControllerArgs, ControllerConfig, ControllerError};
@@ -50,6 +65,16 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), ControllerError> {
     config.validate()?;
+    let span = info_span!("controller", identity = %config.identity);
+    run_replica(config, client, shutdown).instrument(span).await
+}
+
+/// One replica: watch caches, the elector, and leading while elected.
+async fn run_replica(
+    config: ControllerConfig,
+    client: Client,
+    shutdown: CancellationToken,
+) -> Result<(), ControllerError> {
     let mut watchers = JoinSet::new();
     let caches = spawn_watchers(&client, &config.namespace, &mut watchers);
     let (leader_tx, is_leader) = watch::channel(false);
@@ -64,7 +89,11 @@ pub async fn run(
     // Held in a JoinSet so that dropping `run` (a crash in tests) aborts
     // the elector too, instead of leaving it renewing a dead leader's Lease.
     let mut elect_task = JoinSet::new();
-    elect_task.spawn(elector.run(leader_tx, config.metrics.clone(), elect_stop.clone()));
+    elect_task.spawn(
+        elector
+            .run(leader_tx, config.metrics.clone(), elect_stop.clone())
+            .instrument(info_span!("leader_election", lease = CONTROLLER_LEASE)),
+    );
 
     tokio::select! {
         _ = caches.wait_ready() => {}

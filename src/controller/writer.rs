@@ -25,6 +25,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::task::JoinSet;
+use tracing::{Instrument, Span, info_span};
 
 /// Event requests in flight at once. Events are best effort and come after
 /// the addresses users wait for, so a few at a time is enough.
@@ -97,6 +98,8 @@ pub(super) struct StatusWriter {
     queued_events: Vec<QueuedEvent>,
     /// Write, Event and retry tasks; dropping the writer aborts them.
     tasks: JoinSet<()>,
+    /// The `status_writer` span every task above runs in.
+    span: Span,
 }
 
 impl StatusWriter {
@@ -128,6 +131,7 @@ impl StatusWriter {
             written_from: HashMap::new(),
             queued_events: Vec::new(),
             tasks: JoinSet::new(),
+            span: info_span!("status_writer"),
         }
     }
 
@@ -191,10 +195,11 @@ impl StatusWriter {
         self.flush_events();
         if let Some(delay) = retry_after.or(was_deferred.then_some(Duration::ZERO)) {
             let marks = self.marks.clone();
-            self.tasks.spawn(async move {
+            let retry = async move {
                 tokio::time::sleep(delay).await;
                 marks.mark_service(key);
-            });
+            };
+            self.tasks.spawn(retry.instrument(self.span.clone()));
         }
     }
 
@@ -239,12 +244,13 @@ impl StatusWriter {
             self.writes.clone(),
             self.done_tx.clone(),
         );
-        self.tasks.spawn(async move {
+        let write = async move {
             let Ok(_permit) = writes.acquire_owned().await else {
                 return;
             };
             let _ = done.send(write_once(&client, key, &service, &ips).await);
-        });
+        };
+        self.tasks.spawn(write.instrument(self.span.clone()));
     }
 
     /// Sends the queued Events, but only once no status write is in flight.
@@ -254,12 +260,13 @@ impl StatusWriter {
         }
         for event in self.queued_events.drain(..) {
             let (recorder, events) = (self.recorder.clone(), self.events.clone());
-            self.tasks.spawn(async move {
+            let send = async move {
                 let Ok(_permit) = events.acquire_owned().await else {
                     return;
                 };
                 publish(&recorder, event).await;
-            });
+            };
+            self.tasks.spawn(send.instrument(self.span.clone()));
         }
     }
 }
