@@ -100,63 +100,74 @@ impl Findings {
         advertised_by: &[String],
         generation: Option<i64>,
     ) -> Vec<Condition> {
-        let cond = |type_: &str, ok: bool, reason: &str, message: String| Condition {
+        [
+            self.ready(loaded),
+            self.invalid(),
+            self.overlapping(),
+            advertised(advertised_by),
+        ]
+        .into_iter()
+        .map(|(type_, holds, reason, message)| Condition {
             type_: type_.to_string(),
-            status: if ok { "True" } else { "False" }.to_string(),
+            status: if holds { "True" } else { "False" }.to_string(),
             reason: reason.to_string(),
             message,
             observed_generation: generation,
             last_transition_time: Time(jiff::Timestamp::UNIX_EPOCH),
-        };
-        let (valid, overlaps) = (self.invalid.is_empty(), !self.overlapping.is_empty());
-        let ready = valid && loaded;
-        let problems = self.invalid.join("; ");
-        vec![
-            if ready {
-                cond(
-                    "Ready",
-                    true,
-                    "Allocatable",
-                    "addresses can be assigned".into(),
-                )
-            } else {
-                cond("Ready", false, "Invalid", problems.clone())
-            },
-            cond(
-                "Invalid",
-                !valid,
-                if valid { "Valid" } else { "InvalidSpec" },
-                problems,
-            ),
-            if overlaps {
-                cond(
-                    "Overlapping",
-                    true,
-                    "OverlapsOlderPool",
-                    format!(
-                        "addresses also in older pool(s) {}; they are assigned from the older pool only",
-                        self.overlapping.join(", ")
-                    ),
-                )
-            } else {
-                cond("Overlapping", false, "NoOverlap", String::new())
-            },
-            if advertised_by.is_empty() {
-                cond(
-                    "Advertised",
-                    false,
-                    "NoAdvertisement",
-                    NOT_ADVERTISED.into(),
-                )
-            } else {
-                cond(
-                    "Advertised",
-                    true,
-                    "Advertised",
-                    format!("announced by L2Advertisement {}", advertised_by.join(", ")),
-                )
-            },
-        ]
+        })
+        .collect()
+    }
+
+    /// Ready when nothing is invalid and the allocator holds the pool.
+    fn ready(&self, loaded: bool) -> Verdict {
+        if self.invalid.is_empty() && loaded {
+            (
+                "Ready",
+                true,
+                "Allocatable",
+                "addresses can be assigned".into(),
+            )
+        } else {
+            ("Ready", false, "Invalid", self.invalid.join("; "))
+        }
+    }
+
+    fn invalid(&self) -> Verdict {
+        if self.invalid.is_empty() {
+            ("Invalid", false, "Valid", String::new())
+        } else {
+            ("Invalid", true, "InvalidSpec", self.invalid.join("; "))
+        }
+    }
+
+    fn overlapping(&self) -> Verdict {
+        if self.overlapping.is_empty() {
+            return ("Overlapping", false, "NoOverlap", String::new());
+        }
+        let message = format!(
+            "addresses also in older pool(s) {}; they are assigned from the older pool only",
+            self.overlapping.join(", ")
+        );
+        ("Overlapping", true, "OverlapsOlderPool", message)
+    }
+}
+
+/// One condition before it gets a generation and a time:
+/// (type, whether it holds, reason, message).
+type Verdict = (&'static str, bool, &'static str, String);
+
+/// Advertised when at least one L2Advertisement selects the pool.
+fn advertised(by: &[String]) -> Verdict {
+    if by.is_empty() {
+        (
+            "Advertised",
+            false,
+            "NoAdvertisement",
+            NOT_ADVERTISED.into(),
+        )
+    } else {
+        let message = format!("announced by L2Advertisement {}", by.join(", "));
+        ("Advertised", true, "Advertised", message)
     }
 }
 
@@ -312,5 +323,45 @@ mod tests {
             let want = if c.type_ == "Advertised" { later } else { then };
             assert_eq!(c.last_transition_time.0, want, "{}", c.type_);
         }
+    }
+
+    #[test]
+    fn a_malformed_pool_is_invalid_and_not_ready_with_the_reason() {
+        let mut core = Core::new(ClassFilter::default());
+        let bad: Arc<IPAddressPool> = Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "l2lb.io/v1beta1", "kind": "IPAddressPool",
+                "metadata": {"name": "typo", "namespace": "l2lb-system", "generation": 3},
+                "spec": {"addresses": ["198.18.0.0/30"],
+                         "serviceAllocation": {"serviceSelectors": [{"matchExpressions": [
+                             {"key": "app", "operator": "Bogus", "values": ["x"]}]}]}}
+            }))
+            .unwrap(),
+        );
+        let pools = [bad];
+        core.start(&[], &pools, &no_labels);
+        let st = &desired(core.allocator(), core.malformed_pools(), &pools, &[])["typo"];
+        let cond = |t: &str| st.conditions.iter().find(|c| c.type_ == t).unwrap();
+        let (ready, invalid) = (cond("Ready"), cond("Invalid"));
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "Invalid")
+        );
+        assert_eq!(
+            (invalid.status.as_str(), invalid.reason.as_str()),
+            ("True", "InvalidSpec")
+        );
+        assert!(
+            invalid.message.starts_with("pool typo: "),
+            "{}",
+            invalid.message
+        );
+        assert!(invalid.message.ends_with("; automatic assignment disabled"));
+        assert_eq!(ready.message, invalid.message);
+        assert_eq!(invalid.observed_generation, Some(3));
+        assert_eq!(
+            st.available_ipv4, 4,
+            "a malformed pool still counts its addresses"
+        );
     }
 }
