@@ -81,15 +81,22 @@ pub enum ConfigError {
 /// Errors that end the controller.
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {
-    /// Flags do not make sense.
+    /// Flags do not make sense. The message includes the cause, so it is
+    /// deliberately not a `source` (anyhow would print it twice).
     #[error("invalid configuration: {0}")]
-    Config(#[from] ConfigError),
+    Config(ConfigError),
     /// A task the controller cannot work without ended (it panicked).
     #[error("controller task {task} stopped unexpectedly")]
     TaskStopped {
         /// Which task.
         task: &'static str,
     },
+}
+
+impl From<ConfigError> for ControllerError {
+    fn from(e: ConfigError) -> Self {
+        Self::Config(e)
+    }
 }
 
 impl ControllerArgs {
@@ -187,6 +194,8 @@ mod tests {
             err.to_string(),
             "invalid configuration: --lease-duration must be at least 2s"
         );
+        // The whole message is in Display; a source would repeat it.
+        assert!(std::error::Error::source(&err).is_none());
         let err = parse(&["--max-concurrent-writes", "0"]).unwrap_err();
         assert_eq!(
             err.to_string(),
