@@ -120,8 +120,12 @@ async fn follow_leadership(
     mut is_leader: watch::Receiver<bool>,
     shutdown: &CancellationToken,
 ) -> Result<(), ControllerError> {
+    // `biased`: shutdown and deposition are checked before (re)starting the
+    // lead loop, so a replica told to stop never begins a term.
     loop {
         tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return Ok(()),
             elected = is_leader.wait_for(|leading| *leading) => {
                 // The elector only stops when told to; if it is gone,
                 // leadership can no longer be known, so never act on it.
@@ -129,13 +133,13 @@ async fn follow_leadership(
                     return Err(ControllerError::TaskStopped { task: "leader election" });
                 }
             }
-            _ = shutdown.cancelled() => return Ok(()),
         }
         tracing::info!(identity = %config.identity, "leading: rebuilding allocation state from Service status");
         tokio::select! {
-            _ = lead::lead(config, client, caches) => {}
-            _ = is_leader.wait_for(|leading| !*leading) => {}
+            biased;
             _ = shutdown.cancelled() => {}
+            _ = is_leader.wait_for(|leading| !*leading) => {}
+            _ = lead::lead(config, client, caches) => {}
         }
         tracing::info!("no longer leading");
         if shutdown.is_cancelled() {
