@@ -2,6 +2,10 @@
 
 use clap::{Parser, Subcommand};
 use l2lb::api::rbac::Component;
+use l2lb::telemetry::Health;
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 /// Layer-2 load balancer for bare-metal Kubernetes.
@@ -79,30 +83,58 @@ enum Command {
     },
 }
 
-/// Wires the speaker: API client, dataplane, metrics endpoint, signals.
+/// What both long-running components get from the binary, the same way:
+/// a shutdown token cancelled on SIGTERM or SIGINT, and `/metrics`,
+/// `/healthz` and `/readyz` served from `registry` and `health` on `addr`
+/// until then. The components themselves open no listener.
+async fn serve_telemetry(
+    addr: SocketAddr,
+    registry: Registry,
+    health: Arc<Health>,
+) -> anyhow::Result<CancellationToken> {
+    let shutdown = CancellationToken::new();
+    tokio::spawn(l2lb::telemetry::cancel_on_signal(shutdown.clone()));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))?;
+    tracing::info!(addr = %listener.local_addr()?, "serving metrics and health");
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        if let Err(e) = l2lb::telemetry::serve(listener, Arc::new(registry), health, stop).await {
+            tracing::error!(error = %e, "metrics server stopped");
+        }
+    });
+    Ok(shutdown)
+}
+
+/// Wires the controller: API client, telemetry, signals.
+async fn run_controller(
+    config: l2lb::controller::ControllerConfig,
+    server: Option<url::Url>,
+) -> anyhow::Result<()> {
+    let client = l2lb::cluster::client(server.as_ref(), Component::Controller).await?;
+    let mut registry = Registry::default();
+    config.metrics.register(&mut registry);
+    let shutdown = serve_telemetry(config.metrics_addr, registry, config.health.clone()).await?;
+    l2lb::controller::run(config, client, shutdown).await?;
+    Ok(())
+}
+
+/// Wires the speaker: API client, dataplane, telemetry, signals.
 async fn run_speaker(
     config: l2lb::speaker::SpeakerConfig,
     server: Option<url::Url>,
 ) -> anyhow::Result<()> {
-    use std::sync::Arc;
     let client = l2lb::cluster::client(server.as_ref(), Component::Speaker).await?;
     let dataplane = l2lb::l2::Dataplane::new(l2lb::l2::DataplaneConfig::default());
-    let mut registry = prometheus_client::registry::Registry::default();
+    let mut registry = Registry::default();
     config.metrics.register(&mut registry);
     registry
         .sub_registry_with_prefix("l2lb")
         .register_collector(Box::new(l2lb::speaker::dataplane::DataplaneMetrics(
             dataplane.clone(),
         )));
-    let shutdown = CancellationToken::new();
-    tokio::spawn(l2lb::telemetry::cancel_on_signal(shutdown.clone()));
-    let listener = tokio::net::TcpListener::bind(config.metrics_addr).await?;
-    tokio::spawn(l2lb::telemetry::serve(
-        listener,
-        Arc::new(registry),
-        config.health.clone(),
-        shutdown.clone(),
-    ));
+    let shutdown = serve_telemetry(config.metrics_addr, registry, config.health.clone()).await?;
     l2lb::speaker::run(config, client, Arc::new(dataplane), shutdown).await?;
     Ok(())
 }
@@ -119,14 +151,7 @@ fn main() -> anyhow::Result<()> {
         Command::Controller(args) => {
             l2lb::telemetry::init_tracing();
             let config = args.into_config()?;
-            runtime()?.block_on(async {
-                let client =
-                    l2lb::cluster::client(cli.server.as_ref(), Component::Controller).await?;
-                let shutdown = CancellationToken::new();
-                tokio::spawn(l2lb::telemetry::cancel_on_signal(shutdown.clone()));
-                l2lb::controller::run(config, client, shutdown).await?;
-                anyhow::Ok(())
-            })?;
+            runtime()?.block_on(run_controller(config, cli.server))?;
         }
         Command::Speaker(args) => {
             l2lb::telemetry::init_tracing();
@@ -175,23 +200,17 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Serves the embedded test API server on `listen` until Ctrl-C.
-fn run_apiserver(listen: std::net::SocketAddr) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Runtime::new()?;
-    rt.block_on(async {
+/// Serves the embedded test API server on `listen` until SIGINT (Ctrl-C)
+/// or SIGTERM, with the same signal handling as the components.
+fn run_apiserver(listen: SocketAddr) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
         let listener = tokio::net::TcpListener::bind(listen).await?;
         eprintln!(
             "embedded test API server (a test fixture, not a real cluster) on http://{}",
             listener.local_addr()?
         );
-        let shutdown = tokio_util::sync::CancellationToken::new();
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            // If Ctrl-C cannot be awaited the server runs until killed.
-            if tokio::signal::ctrl_c().await.is_ok() {
-                stop.cancel();
-            }
-        });
+        let shutdown = CancellationToken::new();
+        tokio::spawn(l2lb::telemetry::cancel_on_signal(shutdown.clone()));
         l2lb::lab::apiserver::ApiServer::with_l2lb_crds()
             .serve(listener, shutdown)
             .await?;

@@ -30,13 +30,11 @@ async fn setup() -> (ApiServer, Client, CancellationToken) {
 }
 
 fn config(identity: &str) -> ControllerConfig {
+    // Telemetry is the caller's to serve; these tests do not.
     ControllerConfig {
         namespace: NS.into(),
-        require_class: false,
-        identity: identity.into(),
         lease_duration: Duration::from_secs(2),
-        metrics_addr: None,
-        max_concurrent_writes: 32,
+        ..ControllerConfig::new(identity)
     }
 }
 

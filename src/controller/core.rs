@@ -3,18 +3,19 @@
 //! Events should happen.
 //!
 //! `Core` owns the [`Allocator`] and nothing else that is stateful except the
-//! memory needed to emit one Event per change (not per resync). Tests feed it
-//! objects and assert the exact actions; the runtime in `mod.rs` only carries
-//! actions out.
+//! memory needed to emit one Event per change (not per resync) and the
+//! Services waiting for an address. Tests feed it objects and assert the
+//! exact actions; the lead loop (`lead.rs`) and the status writer
+//! (`writer.rs`) only carry actions out. Pool status is derived elsewhere
+//! (`pool_status.rs`) from the allocator this core keeps.
 
+use crate::api::IPAddressPool;
+use crate::api::annotations::AnnotationError;
 use crate::api::events::Reason;
-use crate::api::{INSTALL_NAMESPACE, IPAddressPoolStatus};
-use crate::api::{IPAddressPool, L2Advertisement};
-use crate::ipam::{Allocator, Assignment, PoolIssueKind, PoolSpec, ServiceKey};
+use crate::ipam::{AllocError, Allocator, Assignment, PoolSpec, ServiceKey, ServiceRequest};
 use crate::labels::Labels;
 use crate::model::{self as convert, ClassFilter, ConvertError, PoolSpecs};
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -43,6 +44,37 @@ pub enum Action {
     },
 }
 
+/// Why a Service holds no (new) address. Its text is the note of the
+/// `AllocationFailed` Event; an unchanged failure is reported only once.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AllocationFailure {
+    /// The Service's annotations cannot be honoured.
+    #[error("bad annotation: {0}")]
+    BadAnnotation(AnnotationError),
+    /// The Service cannot be turned into an IPAM request for another reason.
+    #[error(transparent)]
+    Request(ConvertError),
+    /// IPAM has no address for the request (boxed: it is large, and
+    /// failures are rare next to successes).
+    #[error(transparent)]
+    Ipam(Box<AllocError>),
+}
+
+impl From<AllocError> for AllocationFailure {
+    fn from(e: AllocError) -> Self {
+        Self::Ipam(Box::new(e))
+    }
+}
+
+impl From<ConvertError> for AllocationFailure {
+    fn from(e: ConvertError) -> Self {
+        match e {
+            ConvertError::Annotation(a) => Self::BadAnnotation(a),
+            other => Self::Request(other),
+        }
+    }
+}
+
 /// The allocation state machine of the leading controller.
 #[derive(Debug)]
 pub struct Core {
@@ -50,15 +82,15 @@ pub struct Core {
     alloc: Allocator,
     /// Which Services are ours (`--require-class`).
     class: ClassFilter,
-    /// Last failure message per Service, so a failure is reported once per
-    /// change and not on every resync.
-    failures: HashMap<ServiceKey, String>,
+    /// Last failure per Service, so a failure is reported once per change
+    /// and not on every resync.
+    failures: HashMap<ServiceKey, AllocationFailure>,
     /// Services that wanted an address and did not get one; retried when
     /// addresses are freed or pools change.
     pending: BTreeSet<ServiceKey>,
     /// Pools whose `serviceAllocation` could not be parsed, with the reason.
     /// They keep serving existing and explicitly requested addresses.
-    pool_errors: BTreeMap<String, String>,
+    malformed_pools: BTreeMap<String, ConvertError>,
     /// Whether any pool object exists. With none (a fresh install whose
     /// pools are not applied yet) published addresses are left alone rather
     /// than wiped (MetalLB #2887).
@@ -76,14 +108,20 @@ impl Core {
             class,
             failures: HashMap::new(),
             pending: BTreeSet::new(),
-            pool_errors: BTreeMap::new(),
+            malformed_pools: BTreeMap::new(),
             have_pools: false,
         }
     }
 
-    /// The allocator, for metrics and tests.
+    /// The allocator, for metrics, pool status and tests.
     pub fn allocator(&self) -> &Allocator {
         &self.alloc
+    }
+
+    /// Pools whose `serviceAllocation` could not be parsed, with the reason
+    /// (for their `Invalid` condition).
+    pub fn malformed_pools(&self) -> &BTreeMap<String, ConvertError> {
+        &self.malformed_pools
     }
 
     fn pool_specs(&mut self, pools: &[Arc<IPAddressPool>]) -> Vec<PoolSpec> {
@@ -94,11 +132,7 @@ impl Core {
         for (pool, e) in &converted.errors {
             tracing::warn!(%pool, error = %e, "pool has a malformed serviceAllocation");
         }
-        self.pool_errors = converted
-            .errors
-            .into_iter()
-            .map(|(pool, e)| (pool, e.to_string()))
-            .collect();
+        self.malformed_pools = converted.errors;
         converted.specs
     }
 
@@ -117,30 +151,31 @@ impl Core {
         let mut ours: Vec<&Arc<Service>> =
             services.iter().filter(|s| self.class.is_ours(s)).collect();
         ours.sort_by_key(|s| age_order(s));
-        let mut existing = Vec::new();
+        let claims = ours
+            .iter()
+            .filter_map(|svc| published_claim(svc, ns_labels))
+            .collect();
+        let mut conflicted = self.claim_published(claims);
         let mut actions = Vec::new();
-        for svc in &ours {
-            let ips = convert::ingress_ips(svc);
-            if ips.is_empty() {
-                continue;
-            }
-            let ns = svc.namespace().unwrap_or_default();
-            match convert::service_request(svc, &ns_labels(&ns)) {
-                Ok(req) => existing.push((req, ips)),
-                Err(e) => {
-                    // Bad annotations must not cost the Service its address:
-                    // claim what it holds with a plain request.
-                    tracing::warn!(service = %convert::service_key(svc), error = %e, "cannot parse Service; keeping its published address");
-                    let mut req =
-                        convert::service_request(&strip_annotations(svc), &ns_labels(&ns))
-                            .expect("a Service without annotations always converts");
-                    req.ips = ips.clone();
-                    existing.push((req, ips));
-                }
-            }
+        for svc in ours {
+            let key = convert::service_key(svc);
+            actions.extend(match conflicted.remove(&key) {
+                None => self.reconcile_inner(&key, Some(svc), ns_labels, true),
+                Some(note) => self.reallocate_conflicted(&key, svc, note, ns_labels),
+            });
         }
-        let mut conflicted: HashMap<ServiceKey, String> = HashMap::new();
-        for conflict in self.alloc.rebuild(existing) {
+        actions
+    }
+
+    /// Rebuilds the allocator from the published addresses. Returns the
+    /// Services that lost a conflict, each with the note of the
+    /// `ClearAssignment` Event that tells it so.
+    fn claim_published(
+        &mut self,
+        claims: Vec<(ServiceRequest, Vec<IpAddr>)>,
+    ) -> HashMap<ServiceKey, String> {
+        let mut conflicted = HashMap::new();
+        for conflict in self.alloc.rebuild(claims) {
             let note = format!(
                 "published address {} withdrawn: {}",
                 join(&conflict.ips),
@@ -153,29 +188,32 @@ impl Core {
             // Nothing can be judged against pools that do not exist yet.
             conflicted.clear();
         }
-        for svc in ours {
-            let key = convert::service_key(svc);
-            let Some(note) = conflicted.remove(&key) else {
-                actions.extend(self.reconcile_inner(&key, Some(svc), ns_labels, true));
-                continue;
-            };
-            // The loser of a conflict is allocated afresh as if it had no
-            // status; if that fails too, its published address is cleared.
-            let fresh = Arc::new(without_status(svc));
-            let mut more = self.reconcile_inner(&key, Some(&fresh), ns_labels, true);
-            if !more.iter().any(|a| matches!(a, Action::WriteStatus { .. })) {
-                more.push(Action::WriteStatus {
-                    service: Arc::clone(svc),
-                    ips: Vec::new(),
-                });
-            }
-            actions.push(Action::Event {
+        conflicted
+    }
+
+    /// The loser of a start conflict is allocated afresh as if it had no
+    /// status; if that fails too, its published address is cleared.
+    fn reallocate_conflicted(
+        &mut self,
+        key: &ServiceKey,
+        svc: &Arc<Service>,
+        note: String,
+        ns_labels: NamespaceLabels<'_>,
+    ) -> Vec<Action> {
+        let fresh = Arc::new(without_status(svc));
+        let mut more = self.reconcile_inner(key, Some(&fresh), ns_labels, true);
+        if !more.iter().any(|a| matches!(a, Action::WriteStatus { .. })) {
+            more.push(Action::WriteStatus {
                 service: Arc::clone(svc),
-                reason: Reason::ClearAssignment,
-                note,
+                ips: Vec::new(),
             });
-            actions.extend(more);
         }
+        let mut actions = vec![Action::Event {
+            service: Arc::clone(svc),
+            reason: Reason::ClearAssignment,
+            note,
+        }];
+        actions.extend(more);
         actions
     }
 
@@ -231,6 +269,11 @@ impl Core {
         self.pending.iter().cloned().collect()
     }
 
+    /// One Service, in steps: a deleted one is forgotten, one no longer ours
+    /// gives its address back, any other is allocated (keeping what it has
+    /// published where the pools allow) and the outcome is reported.
+    /// `starting`: during [`Core::start`], where keeping an address is not
+    /// news.
     fn reconcile_inner(
         &mut self,
         key: &ServiceKey,
@@ -243,107 +286,145 @@ impl Core {
             return Vec::new();
         };
         if !self.class.is_ours(svc) {
-            let released = self.alloc.release(key);
-            self.failures.remove(key);
-            self.pending.remove(key);
-            let Some(released) = released else {
-                return Vec::new();
-            };
-            let mut actions = Vec::new();
-            if !convert::ingress_ips(svc).is_empty() {
-                actions.push(Action::WriteStatus {
-                    service: Arc::clone(svc),
-                    ips: Vec::new(),
-                });
+            return self.release_not_ours(key, svc);
+        }
+        let before = self.alloc.assignment(key).cloned();
+        match self.allocate_keeping_published(svc, before.is_none(), ns_labels) {
+            Ok(assignment) => self.on_allocated(key, svc, before, assignment, starting),
+            Err(failure) => self.on_failed(key, svc, failure),
+        }
+    }
+
+    /// A Service that stopped being a LoadBalancer of our class gives back
+    /// what it held, and its published address is cleared.
+    fn release_not_ours(&mut self, key: &ServiceKey, svc: &Arc<Service>) -> Vec<Action> {
+        let released = self.alloc.release(key);
+        self.failures.remove(key);
+        self.pending.remove(key);
+        let Some(released) = released else {
+            return Vec::new();
+        };
+        let mut actions = Vec::new();
+        if !convert::ingress_ips(svc).is_empty() {
+            actions.push(Action::WriteStatus {
+                service: Arc::clone(svc),
+                ips: Vec::new(),
+            });
+        }
+        actions.push(Action::Event {
+            service: Arc::clone(svc),
+            reason: Reason::IpReleased,
+            note: format!(
+                "released {} from pool {}: the Service is no longer a LoadBalancer of this class",
+                join(&released.ips),
+                released.pool
+            ),
+        });
+        actions
+    }
+
+    /// Allocates for `svc`. A Service that holds nothing yet but has a
+    /// published address (pools appeared after it, or it waited) keeps that
+    /// address if the pools allow it; otherwise it gets what its request
+    /// asks for.
+    fn allocate_keeping_published(
+        &mut self,
+        svc: &Service,
+        holds_nothing: bool,
+        ns_labels: NamespaceLabels<'_>,
+    ) -> Result<Assignment, AllocationFailure> {
+        let ns = svc.namespace().unwrap_or_default();
+        let req = convert::service_request(svc, &ns_labels(&ns))?;
+        let published = convert::ingress_ips(svc);
+        if holds_nothing && req.ips.is_empty() && !published.is_empty() {
+            let mut claim = req.clone();
+            claim.ips = published;
+            if let Ok(a) = self.alloc.allocate(&claim) {
+                return Ok(a);
             }
+        }
+        Ok(self.alloc.allocate(&req)?)
+    }
+
+    /// Publishes `assignment` unless the status already shows it, and says
+    /// `IPAllocated` when it is new (not for a Service keeping its address
+    /// across a leadership change).
+    fn on_allocated(
+        &mut self,
+        key: &ServiceKey,
+        svc: &Arc<Service>,
+        before: Option<Assignment>,
+        assignment: Assignment,
+        starting: bool,
+    ) -> Vec<Action> {
+        self.failures.remove(key);
+        self.pending.remove(key);
+        let mut actions = Vec::new();
+        if !convert::status_matches(svc, &assignment.ips) {
+            actions.push(Action::WriteStatus {
+                service: Arc::clone(svc),
+                ips: assignment.ips.clone(),
+            });
+        }
+        let kept_at_start = starting && before.is_some();
+        if before.as_ref() != Some(&assignment) && !kept_at_start {
             actions.push(Action::Event {
                 service: Arc::clone(svc),
-                reason: Reason::IpReleased,
+                reason: Reason::IpAllocated,
                 note: format!(
-                    "released {} from pool {}: the Service is no longer a LoadBalancer of this class",
-                    join(&released.ips),
-                    released.pool
+                    "assigned {} from pool {}",
+                    join(&assignment.ips),
+                    assignment.pool
                 ),
             });
-            return actions;
-        }
-
-        let ns = svc.namespace().unwrap_or_default();
-        let before: Option<Assignment> = self.alloc.assignment(key).cloned();
-        let result = convert::service_request(svc, &ns_labels(&ns))
-            .map_err(|e| match e {
-                ConvertError::Annotation(a) => format!("bad annotation: {a}"),
-                other => other.to_string(),
-            })
-            .and_then(|req| {
-                // A Service that holds nothing yet but has a published
-                // address (pools appeared after it, or it waited) keeps that
-                // address if the pools allow it.
-                let published = convert::ingress_ips(svc);
-                if before.is_none() && req.ips.is_empty() && !published.is_empty() {
-                    let mut claim = req.clone();
-                    claim.ips = published;
-                    if let Ok(a) = self.alloc.allocate(&claim) {
-                        return Ok(a);
-                    }
-                }
-                self.alloc.allocate(&req).map_err(|e| e.to_string())
-            });
-        let mut actions = Vec::new();
-        match result {
-            Ok(assignment) => {
-                self.failures.remove(key);
-                self.pending.remove(key);
-                if !convert::status_matches(svc, &assignment.ips) {
-                    actions.push(Action::WriteStatus {
-                        service: Arc::clone(svc),
-                        ips: assignment.ips.clone(),
-                    });
-                }
-                let changed = before.as_ref() != Some(&assignment);
-                if changed && !(starting && before.is_some()) {
-                    actions.push(Action::Event {
-                        service: Arc::clone(svc),
-                        reason: Reason::IpAllocated,
-                        note: format!(
-                            "assigned {} from pool {}",
-                            join(&assignment.ips),
-                            assignment.pool
-                        ),
-                    });
-                }
-            }
-            Err(message) => {
-                let held = self.alloc.assignment(key).is_some();
-                if !held {
-                    self.pending.insert(key.clone());
-                    // Never leave an address published that IPAM does not
-                    // hold for this Service: it could be given to another.
-                    let published = convert::ingress_ips(svc);
-                    if !published.is_empty() && self.have_pools {
-                        actions.push(Action::WriteStatus {
-                            service: Arc::clone(svc),
-                            ips: Vec::new(),
-                        });
-                        actions.push(Action::Event {
-                            service: Arc::clone(svc),
-                            reason: Reason::ClearAssignment,
-                            note: format!("withdrew {}: {message}", join(&published)),
-                        });
-                    }
-                }
-                if self.failures.get(key) != Some(&message) {
-                    tracing::info!(service = %key, reason = %message, "allocation failed");
-                    actions.push(Action::Event {
-                        service: Arc::clone(svc),
-                        reason: Reason::AllocationFailed,
-                        note: message.clone(),
-                    });
-                    self.failures.insert(key.clone(), message);
-                }
-            }
         }
         actions
+    }
+
+    /// A Service that holds nothing waits for an address and loses any it
+    /// has published; the failure is reported once until it changes.
+    fn on_failed(
+        &mut self,
+        key: &ServiceKey,
+        svc: &Arc<Service>,
+        failure: AllocationFailure,
+    ) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if self.alloc.assignment(key).is_none() {
+            self.pending.insert(key.clone());
+            actions.extend(self.withdraw_unheld(svc, &failure));
+        }
+        if self.failures.get(key) != Some(&failure) {
+            tracing::info!(service = %key, reason = %failure, "allocation failed");
+            actions.push(Action::Event {
+                service: Arc::clone(svc),
+                reason: Reason::AllocationFailed,
+                note: failure.to_string(),
+            });
+            self.failures.insert(key.clone(), failure);
+        }
+        actions
+    }
+
+    /// Never leaves an address published that IPAM does not hold for this
+    /// Service: it could be given to another. With no pools at all nothing
+    /// is cleared (see `have_pools`).
+    fn withdraw_unheld(&self, svc: &Arc<Service>, failure: &AllocationFailure) -> Vec<Action> {
+        let published = convert::ingress_ips(svc);
+        if published.is_empty() || !self.have_pools {
+            return Vec::new();
+        }
+        vec![
+            Action::WriteStatus {
+                service: Arc::clone(svc),
+                ips: Vec::new(),
+            },
+            Action::Event {
+                service: Arc::clone(svc),
+                reason: Reason::ClearAssignment,
+                note: format!("withdrew {}: {failure}", join(&published)),
+            },
+        ]
     }
 
     fn forget(&mut self, key: &ServiceKey) {
@@ -351,149 +432,28 @@ impl Core {
         self.failures.remove(key);
         self.pending.remove(key);
     }
+}
 
-    /// The status each pool should show: counts per family and conditions
-    /// (`Ready`, `Invalid` with the reason, `Overlapping` naming the other
-    /// pool, `Advertised` naming the L2Advertisements that announce it).
-    pub fn pool_statuses(
-        &self,
-        pools: &[Arc<IPAddressPool>],
-        ads: &[Arc<L2Advertisement>],
-    ) -> BTreeMap<String, IPAddressPoolStatus> {
-        let stats: BTreeMap<String, _> = self
-            .alloc
-            .stats()
-            .into_iter()
-            .map(|s| (s.name.clone(), s))
-            .collect();
-        let mut issues: BTreeMap<String, Vec<PoolIssueKind>> = BTreeMap::new();
-        for issue in self.alloc.pool_issues() {
-            issues.entry(issue.pool).or_default().push(issue.kind);
-        }
-        let mut out = BTreeMap::new();
-        for pool in pools {
-            let name = pool.name_any();
-            let mut status = IPAddressPoolStatus::default();
-            if let Some(s) = stats.get(&name) {
-                let sat = |v: u128| u64::try_from(v).unwrap_or(u64::MAX);
-                status.assigned_ipv4 = sat(s.v4_in_use);
-                status.available_ipv4 = sat(s.v4_total.saturating_sub(s.v4_in_use));
-                status.assigned_ipv6 = sat(s.v6_in_use);
-                status.available_ipv6 = sat(s.v6_total.saturating_sub(s.v6_in_use));
-            }
-            let mut invalid: Vec<String> = Vec::new();
-            let mut overlapping: Vec<String> = Vec::new();
-            for kind in issues.get(&name).into_iter().flatten() {
-                match kind {
-                    PoolIssueKind::Invalid { reason } => invalid.push(reason.clone()),
-                    PoolIssueKind::Overlapping { other } => overlapping.push(other.clone()),
-                }
-            }
-            if let Some(e) = self.pool_errors.get(&name) {
-                invalid.push(format!("{e}; automatic assignment disabled"));
-            }
-            let generation = pool.metadata.generation;
-            let cond = |type_: &str, ok: bool, reason: &str, message: String| Condition {
-                type_: type_.to_string(),
-                status: if ok { "True" } else { "False" }.to_string(),
-                reason: reason.to_string(),
-                message,
-                observed_generation: generation,
-                last_transition_time: Time(jiff::Timestamp::UNIX_EPOCH),
-            };
-            let ready = invalid.is_empty() && stats.contains_key(&name);
-            status.conditions = vec![
-                cond(
-                    "Ready",
-                    ready,
-                    if ready { "Allocatable" } else { "Invalid" },
-                    if ready {
-                        "addresses can be assigned".into()
-                    } else {
-                        invalid.join("; ")
-                    },
-                ),
-                cond(
-                    "Invalid",
-                    !invalid.is_empty(),
-                    if invalid.is_empty() {
-                        "Valid"
-                    } else {
-                        "InvalidSpec"
-                    },
-                    invalid.join("; "),
-                ),
-                cond(
-                    "Overlapping",
-                    !overlapping.is_empty(),
-                    if overlapping.is_empty() {
-                        "NoOverlap"
-                    } else {
-                        "OverlapsOlderPool"
-                    },
-                    if overlapping.is_empty() {
-                        String::new()
-                    } else {
-                        format!(
-                            "addresses also in older pool(s) {}; they are assigned from the older pool only",
-                            overlapping.join(", ")
-                        )
-                    },
-                ),
-            ];
-            let by = convert::advertisements_of(pool, ads.iter().map(|a| &**a));
-            status.conditions.push(if by.is_empty() {
-                cond(
-                    "Advertised",
-                    false,
-                    "NoAdvertisement",
-                    "no L2Advertisement selects this pool: its addresses are assigned, but no node answers ARP/NDP for them".into(),
-                )
-            } else {
-                cond(
-                    "Advertised",
-                    true,
-                    "Advertised",
-                    format!("announced by L2Advertisement {}", by.join(", ")),
-                )
-            });
-            out.insert(name, status);
-        }
-        out
+/// The claim a Service makes at start on the addresses it has published,
+/// if any. Bad annotations must not cost the Service its address: it then
+/// claims what it holds with a plain request.
+fn published_claim(
+    svc: &Service,
+    ns_labels: NamespaceLabels<'_>,
+) -> Option<(ServiceRequest, Vec<IpAddr>)> {
+    let ips = convert::ingress_ips(svc);
+    if ips.is_empty() {
+        return None;
     }
-}
-
-/// Whether two pool statuses say the same thing, ignoring transition times.
-pub fn same_pool_status(a: &IPAddressPoolStatus, b: &IPAddressPoolStatus) -> bool {
-    let strip = |s: &IPAddressPoolStatus| {
-        let mut s = s.clone();
-        for c in &mut s.conditions {
-            c.last_transition_time = Time(jiff::Timestamp::UNIX_EPOCH);
-        }
-        s
-    };
-    strip(a) == strip(b)
-}
-
-/// Keeps transition times of conditions whose status did not change, and
-/// stamps `now` on those that did, as Kubernetes conventions ask.
-pub fn stamp_conditions(
-    new: &mut IPAddressPoolStatus,
-    old: Option<&IPAddressPoolStatus>,
-    now: jiff::Timestamp,
-) {
-    for c in &mut new.conditions {
-        let prev = old.and_then(|o| o.conditions.iter().find(|p| p.type_ == c.type_));
-        c.last_transition_time = match prev {
-            Some(p) if p.status == c.status => p.last_transition_time.clone(),
-            _ => Time(now),
-        };
-    }
-}
-
-/// The namespace the controller keeps pools in.
-pub fn pool_namespace() -> &'static str {
-    INSTALL_NAMESPACE
+    let ns_labels = ns_labels(&svc.namespace().unwrap_or_default());
+    let req = convert::service_request(svc, &ns_labels).unwrap_or_else(|e| {
+        tracing::warn!(service = %convert::service_key(svc), error = %e, "cannot parse Service; keeping its published address");
+        let mut req = convert::service_request(&strip_annotations(svc), &ns_labels)
+            .expect("a Service without annotations always converts");
+        req.ips = ips.clone();
+        req
+    });
+    Some((req, ips))
 }
 
 /// Oldest first, then namespace/name: the order in which Services are
@@ -531,66 +491,9 @@ fn strip_annotations(svc: &Service) -> Service {
 
 #[cfg(test)]
 mod tests {
+    use super::super::fixtures::{no_labels, pool, svc};
     use super::*;
     use serde_json::json;
-
-    /// Chainable Service builder for tests.
-    struct Svc(serde_json::Value);
-
-    fn svc(name: &str, created: i64) -> Svc {
-        let ts = jiff::Timestamp::from_second(1_700_000_000 + created)
-            .unwrap()
-            .to_string();
-        Svc(json!({
-            "metadata": {"name": name, "namespace": "default", "resourceVersion": "1",
-                         "creationTimestamp": ts, "annotations": {}},
-            "spec": {"type": "LoadBalancer", "ports": [{"port": 80, "protocol": "TCP"}]},
-        }))
-    }
-
-    impl Svc {
-        fn published(mut self, ips: &[&str]) -> Self {
-            let ingress: Vec<_> = ips
-                .iter()
-                .map(|ip| json!({"ip": ip, "ipMode": "VIP"}))
-                .collect();
-            self.0["status"] = json!({"loadBalancer": {"ingress": ingress}});
-            self
-        }
-        fn annotate(mut self, k: &str, v: &str) -> Self {
-            self.0["metadata"]["annotations"][k] = json!(v);
-            self
-        }
-        fn port(mut self, port: u16) -> Self {
-            self.0["spec"]["ports"] = json!([{"port": port, "protocol": "TCP"}]);
-            self
-        }
-        fn spec(mut self, k: &str, v: serde_json::Value) -> Self {
-            self.0["spec"][k] = v;
-            self
-        }
-        fn build(self) -> Arc<Service> {
-            Arc::new(serde_json::from_value(self.0).unwrap())
-        }
-    }
-
-    fn pool(name: &str, created: i64, addresses: &[&str]) -> Arc<IPAddressPool> {
-        let ts = jiff::Timestamp::from_second(1_700_000_000 + created)
-            .unwrap()
-            .to_string();
-        Arc::new(
-            serde_json::from_value(json!({
-                "apiVersion": "l2lb.io/v1beta1", "kind": "IPAddressPool",
-                "metadata": {"name": name, "namespace": "l2lb-system", "creationTimestamp": ts, "generation": 1},
-                "spec": {"addresses": addresses},
-            }))
-            .unwrap(),
-        )
-    }
-
-    fn no_labels(_: &str) -> Labels {
-        Labels::new()
-    }
 
     /// Status writes as (service name, ips).
     fn writes(actions: &[Action]) -> Vec<(String, Vec<String>)> {
@@ -827,7 +730,14 @@ mod tests {
         let got = core.reconcile(&convert::service_key(&bad), Some(&bad), &no_labels);
         assert!(writes(&got).is_empty(), "the published address stays");
         assert_eq!(events(&got), vec![("a".into(), Reason::AllocationFailed)]);
-        assert!(note_of(&got, Reason::AllocationFailed).contains("banana"));
+        let note = note_of(&got, Reason::AllocationFailed);
+        assert!(note.starts_with("bad annotation: "), "{note}");
+        assert!(note.contains("banana"), "{note}");
+        assert!(
+            core.reconcile(&convert::service_key(&bad), Some(&bad), &no_labels)
+                .is_empty(),
+            "the same failure is reported once"
+        );
     }
 
     #[test]
@@ -861,54 +771,5 @@ mod tests {
             note.contains("default/http"),
             "note must name the other Service: {note}"
         );
-    }
-
-    #[test]
-    fn pool_status_counts_and_names_the_overlapping_pool() {
-        let mut core = Core::new(ClassFilter::default());
-        let older = pool("first", 0, &["198.18.0.0/30"]);
-        let newer = pool("second", 5, &["198.18.0.2/31", "198.18.0.8/30"]);
-        let pools = [older, newer];
-        core.start(&[svc("a", 1).build()], &pools, &no_labels);
-        let only_first: Arc<L2Advertisement> = Arc::new(
-            serde_json::from_value(serde_json::json!({
-                "metadata": {"name": "ad", "namespace": "l2lb-system"},
-                "spec": {"ipAddressPools": ["first"]}
-            }))
-            .unwrap(),
-        );
-        let st = core.pool_statuses(&pools, &[only_first]);
-        let advertised = |pool: &str| {
-            st[pool]
-                .conditions
-                .iter()
-                .find(|c| c.type_ == "Advertised")
-                .map(|c| (c.status.clone(), c.message.clone()))
-                .unwrap()
-        };
-        assert_eq!(advertised("first").0, "True");
-        assert!(advertised("first").1.contains("ad"));
-        assert_eq!(advertised("second").0, "False");
-        assert!(
-            core.pool_statuses(&pools, &[])["first"]
-                .conditions
-                .iter()
-                .any(|c| c.type_ == "Advertised" && c.status == "False")
-        );
-        assert_eq!(st["first"].assigned_ipv4, 1);
-        assert_eq!(st["first"].available_ipv4, 3);
-        let overlap = st["second"]
-            .conditions
-            .iter()
-            .find(|c| c.type_ == "Overlapping")
-            .unwrap();
-        assert_eq!(overlap.status, "True");
-        assert!(overlap.message.contains("first"));
-        let ready = st["first"]
-            .conditions
-            .iter()
-            .find(|c| c.type_ == "Ready")
-            .unwrap();
-        assert_eq!(ready.status, "True");
     }
 }

@@ -8,13 +8,13 @@
 //! either writes) is closed by the resourceVersion precondition on every
 //! status write.
 
-use super::metrics::Metrics;
+use super::metrics::ControllerMetrics;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, Client};
 use kube_leader_election::{LeaseLock, LeaseLockParams, LeaseLockResult};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio::time::{Instant, error::Elapsed};
 use tokio_util::sync::CancellationToken;
 
 /// Runs the election loop for one replica.
@@ -64,43 +64,19 @@ impl Elector {
     pub(super) async fn run(
         self,
         leader: watch::Sender<bool>,
-        metrics: Arc<Metrics>,
+        metrics: ControllerMetrics,
         stop: CancellationToken,
     ) {
         // Renew well inside the lease so one slow request does not cost
-        // leadership; give up leadership ourselves before a standby may
-        // take over if renewals keep failing.
+        // leadership.
         let renew_every = self.lease_duration / 4;
-        let mut last_renewed: Option<tokio::time::Instant> = None;
+        let mut last_renewed: Option<Instant> = None;
         loop {
             let attempt = tokio::time::timeout(renew_every, self.lock.try_acquire_or_renew()).await;
             let leading_before = *leader.borrow();
-            let now_leading = match attempt {
-                Ok(Ok(LeaseLockResult::Acquired(_))) => {
-                    if leading_before
-                        || self.holder().await.as_deref() == Some(self.identity.as_str())
-                    {
-                        last_renewed = Some(tokio::time::Instant::now());
-                        true
-                    } else {
-                        tracing::warn!(identity = %self.identity, "lost the Lease acquisition race; standing by");
-                        false
-                    }
-                }
-                Ok(Ok(LeaseLockResult::NotAcquired(_))) => false,
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "leader election request failed");
-                    leading_before
-                        && last_renewed
-                            .is_some_and(|t| t.elapsed() < self.lease_duration - renew_every)
-                }
-                Err(_) => {
-                    tracing::warn!("leader election request timed out");
-                    leading_before
-                        && last_renewed
-                            .is_some_and(|t| t.elapsed() < self.lease_duration - renew_every)
-                }
-            };
+            let now_leading = self
+                .judge(attempt, leading_before, &mut last_renewed, renew_every)
+                .await;
             if now_leading != leading_before {
                 tracing::info!(identity = %self.identity, leading = now_leading, "leadership changed");
                 metrics.set_leader(now_leading);
@@ -114,14 +90,59 @@ impl Elector {
         if *leader.borrow() {
             let _ = leader.send(false);
             metrics.set_leader(false);
-            match tokio::time::timeout(Duration::from_secs(2), self.lock.step_down()).await {
-                Ok(Ok(())) => tracing::info!(identity = %self.identity, "stepped down"),
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "could not release the Lease; a standby takes over when it expires")
+            self.step_down().await;
+        }
+    }
+
+    /// Whether this replica leads after `attempt`. An acquisition counts
+    /// only if the Lease then names us (the crate's race, see the module
+    /// doc). A failed or timed-out renewal keeps a leader leading only
+    /// until `lease_duration - renew_every` after its last success, so it
+    /// gives up leadership itself before a standby may take over.
+    async fn judge(
+        &self,
+        attempt: Result<Result<LeaseLockResult, kube_leader_election::Error>, Elapsed>,
+        leading_before: bool,
+        last_renewed: &mut Option<Instant>,
+        renew_every: Duration,
+    ) -> bool {
+        let within_lease = leading_before
+            && last_renewed.is_some_and(|t| t.elapsed() < self.lease_duration - renew_every);
+        match attempt {
+            Ok(Ok(LeaseLockResult::Acquired(_))) => {
+                let ours = leading_before
+                    || self.holder().await.as_deref() == Some(self.identity.as_str());
+                if ours {
+                    *last_renewed = Some(Instant::now());
+                } else {
+                    tracing::warn!(identity = %self.identity, "lost the Lease acquisition race; standing by");
                 }
-                Err(_) => tracing::warn!(
+                ours
+            }
+            Ok(Ok(LeaseLockResult::NotAcquired(_))) => false,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "leader election request failed");
+                within_lease
+            }
+            Err(_) => {
+                tracing::warn!("leader election request timed out");
+                within_lease
+            }
+        }
+    }
+
+    /// Releases the Lease so a standby takes over at once; if that fails,
+    /// the standby waits for the Lease to expire.
+    async fn step_down(&self) {
+        match tokio::time::timeout(Duration::from_secs(2), self.lock.step_down()).await {
+            Ok(Ok(())) => tracing::info!(identity = %self.identity, "stepped down"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not release the Lease; a standby takes over when it expires")
+            }
+            Err(_) => {
+                tracing::warn!(
                     "releasing the Lease timed out; a standby takes over when it expires"
-                ),
+                )
             }
         }
     }

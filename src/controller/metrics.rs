@@ -1,5 +1,6 @@
 //! Controller metrics. Labels are bounded: pool names, address families and
-//! event reasons, never Service names or IPs.
+//! event reasons, never Service names or IPs. The caller owns the registry
+//! and serves it; the controller only updates the handles.
 
 use crate::ipam::Allocator;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -21,51 +22,64 @@ pub(super) struct ReasonLabels {
     reason: String,
 }
 
-/// The controller's instruments.
-pub(super) struct Metrics {
+/// The controller's instruments. Cheap to clone (every handle is shared);
+/// register them in the caller's registry with [`ControllerMetrics::register`]
+/// before [`run`](super::run), as the speaker's are.
+#[derive(Clone, Debug)]
+pub struct ControllerMetrics {
+    /// Addresses per pool and family (`l2lb_allocator_addresses_total`).
     addresses_total: Family<PoolLabels, Gauge>,
+    /// Addresses assigned per pool and family.
     addresses_in_use: Family<PoolLabels, Gauge>,
+    /// Events decided, by reason.
     events: Family<ReasonLabels, Counter>,
+    /// Time to decide one batch of changes.
     reconcile_seconds: Histogram,
+    /// 1 while this replica leads.
     leader: Gauge,
 }
 
-impl Metrics {
-    /// Registers every instrument (prefix `l2lb_` comes from the registry).
-    pub(super) fn register(registry: &mut Registry) -> Self {
-        let m = Self {
+impl Default for ControllerMetrics {
+    fn default() -> Self {
+        Self {
             addresses_total: Family::default(),
             addresses_in_use: Family::default(),
             events: Family::default(),
             reconcile_seconds: Histogram::new(exponential_buckets(0.0001, 4.0, 10)),
             leader: Gauge::default(),
-        };
-        registry.register(
+        }
+    }
+}
+
+impl ControllerMetrics {
+    /// Registers every instrument under the `l2lb_` prefix in `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("l2lb");
+        r.register(
             "allocator_addresses_total",
             "Addresses in each pool, per family",
-            m.addresses_total.clone(),
+            self.addresses_total.clone(),
         );
-        registry.register(
+        r.register(
             "allocator_addresses_in_use_total",
             "Addresses assigned to Services, per pool and family",
-            m.addresses_in_use.clone(),
+            self.addresses_in_use.clone(),
         );
-        registry.register(
+        r.register(
             "controller_events",
             "Events emitted on Services, by reason (IPAllocated counts allocations, AllocationFailed failures)",
-            m.events.clone(),
+            self.events.clone(),
         );
-        registry.register(
+        r.register(
             "controller_reconcile_duration_seconds",
             "Time to decide one batch of changes",
-            m.reconcile_seconds.clone(),
+            self.reconcile_seconds.clone(),
         );
-        registry.register(
+        r.register(
             "controller_leader",
             "1 while this replica leads",
-            m.leader.clone(),
+            self.leader.clone(),
         );
-        m
     }
 
     pub(super) fn record_state(&self, alloc: &Allocator) {
@@ -99,5 +113,30 @@ impl Metrics {
 
     pub(super) fn set_leader(&self, leading: bool) {
         self.leader.set(i64::from(leading));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_register_with_expected_names() {
+        let mut registry = Registry::default();
+        let m = ControllerMetrics::default();
+        m.register(&mut registry);
+        m.set_leader(true);
+        m.record_event(crate::api::events::Reason::IpAllocated);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
+        for name in [
+            "# TYPE l2lb_allocator_addresses_total gauge",
+            "# TYPE l2lb_allocator_addresses_in_use_total gauge",
+            "l2lb_controller_events_total{reason=\"IPAllocated\"} 1",
+            "l2lb_controller_reconcile_duration_seconds_bucket",
+            "l2lb_controller_leader 1",
+        ] {
+            assert!(out.contains(name), "{name} missing in\n{out}");
+        }
     }
 }
