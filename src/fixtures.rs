@@ -27,6 +27,11 @@ impl Fixture {
         serde_json::from_value(self.0).expect("fixture deserializes")
     }
 
+    /// Deserializes and shares the object, as watch caches hold it.
+    pub fn build_arc<T: DeserializeOwned>(self) -> std::sync::Arc<T> {
+        std::sync::Arc::new(self.build())
+    }
+
     /// JSON-merge-patches `patch` into the object (objects merge, arrays
     /// and scalars replace, `null` deletes).
     pub fn merge(mut self, patch: Value) -> Self {

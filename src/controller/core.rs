@@ -536,7 +536,7 @@ mod tests {
     fn new_services_get_the_lowest_free_addresses_oldest_first() {
         let mut core = Core::new(ClassFilter::default());
         let pools = [pool("default", 0, &["198.18.0.100-198.18.0.120"])];
-        let services = [svc("b", 2).build(), svc("a", 1).build()];
+        let services = [svc("b", 2).build_arc(), svc("a", 1).build_arc()];
         let actions = core.start(&services, &pools, &no_labels);
         assert_eq!(
             writes(&actions),
@@ -559,8 +559,8 @@ mod tests {
     fn once_published_a_resync_writes_nothing() {
         let mut core = Core::new(ClassFilter::default());
         let pools = [pool("default", 0, &["198.18.0.100-198.18.0.120"])];
-        core.start(&[svc("a", 1).build()], &pools, &no_labels);
-        let landed = svc("a", 1).published(&["198.18.0.100"]).build();
+        core.start(&[svc("a", 1).build_arc()], &pools, &no_labels);
+        let landed = svc("a", 1).ingress(&["198.18.0.100"]).build_arc();
         let key = convert::service_key(&landed);
         assert!(core.reconcile(&key, Some(&landed), &no_labels).is_empty());
         assert!(core.reconcile(&key, Some(&landed), &no_labels).is_empty());
@@ -571,15 +571,15 @@ mod tests {
         let mut core = Core::new(ClassFilter::default());
         let pools = [pool("default", 0, &["198.18.0.100-198.18.0.120"])];
         let services = [
-            svc("a", 1).published(&["198.18.0.107"]).build(),
-            svc("b", 2).published(&["198.18.0.100"]).build(),
+            svc("a", 1).ingress(&["198.18.0.107"]).build_arc(),
+            svc("b", 2).ingress(&["198.18.0.100"]).build_arc(),
         ];
         let actions = core.start(&services, &pools, &no_labels);
         assert!(
             actions.is_empty(),
             "restart must not touch Services: {actions:?}"
         );
-        let c = svc("c", 3).build();
+        let c = svc("c", 3).build_arc();
         let got = core.reconcile(&convert::service_key(&c), Some(&c), &no_labels);
         assert_eq!(
             writes(&got),
@@ -592,8 +592,8 @@ mod tests {
         let mut core = Core::new(ClassFilter::default());
         let pools = [pool("default", 0, &["198.18.0.100-198.18.0.120"])];
         let services = [
-            svc("young", 5).published(&["198.18.0.100"]).build(),
-            svc("old", 1).published(&["198.18.0.100"]).build(),
+            svc("young", 5).ingress(&["198.18.0.100"]).build_arc(),
+            svc("old", 1).ingress(&["198.18.0.100"]).build_arc(),
         ];
         let actions = core.start(&services, &pools, &no_labels);
         assert_eq!(
@@ -608,8 +608,8 @@ mod tests {
     fn exhaustion_is_reported_once_and_retried_when_an_address_frees() {
         let mut core = Core::new(ClassFilter::default());
         let pools = [pool("tiny", 0, &["198.18.0.100/32"])];
-        let a = svc("a", 1).build();
-        let b = svc("b", 2).build();
+        let a: Arc<Service> = svc("a", 1).build_arc();
+        let b: Arc<Service> = svc("b", 2).build_arc();
         let actions = core.start(&[a.clone(), b.clone()], &pools, &no_labels);
         assert_eq!(
             writes(&actions),
@@ -635,14 +635,14 @@ mod tests {
         let mut core = Core::new(ClassFilter::default());
         let pools = [pool("default", 0, &["198.18.0.100-198.18.0.120"])];
         core.start(
-            &[svc("a", 1).published(&["198.18.0.100"]).build()],
+            &[svc("a", 1).ingress(&["198.18.0.100"]).build_arc()],
             &pools,
             &no_labels,
         );
         let changed = svc("a", 1)
-            .published(&["198.18.0.100"])
-            .spec("type", json!("ClusterIP"))
-            .build();
+            .ingress(&["198.18.0.100"])
+            .spec(json!({"type": "ClusterIP"}))
+            .build_arc();
         let got = core.reconcile(&convert::service_key(&changed), Some(&changed), &no_labels);
         assert_eq!(writes(&got), vec![("a".into(), vec![])]);
         assert_eq!(events(&got), vec![("a".into(), Reason::IpReleased)]);
@@ -653,9 +653,9 @@ mod tests {
         let mut core = Core::new(ClassFilter::default());
         let pools = [pool("default", 0, &["198.18.0.100-198.18.0.120"])];
         let other = svc("x", 1)
-            .spec("loadBalancerClass", json!("other.io/lb"))
-            .published(&["198.18.0.100"])
-            .build();
+            .spec(json!({"loadBalancerClass": "other.io/lb"}))
+            .ingress(&["198.18.0.100"])
+            .build_arc();
         assert!(
             core.start(std::slice::from_ref(&other), &pools, &no_labels)
                 .is_empty()
@@ -667,7 +667,7 @@ mod tests {
         let mut strict = Core::new(ClassFilter::new(true));
         assert!(
             strict
-                .start(&[svc("y", 1).build()], &pools, &no_labels)
+                .start(&[svc("y", 1).build_arc()], &pools, &no_labels)
                 .is_empty()
         );
     }
@@ -677,7 +677,7 @@ mod tests {
         let mut core = Core::new(ClassFilter::default());
         let a_pool = pool("a", 0, &["198.18.0.100/32"]);
         let b_pool = pool("b", 1, &["198.18.1.100/32"]);
-        let s = svc("s", 1).published(&["198.18.0.100"]).build();
+        let s = svc("s", 1).ingress(&["198.18.0.100"]).build_arc();
         core.start(
             std::slice::from_ref(&s),
             &[a_pool.clone(), b_pool.clone()],
@@ -689,7 +689,7 @@ mod tests {
             vec![("s".into(), vec!["198.18.1.100".into()])]
         );
         let unrelated = pool("c", 2, &["198.18.2.0/32"]);
-        let taken = svc("t", 0).published(&["198.18.2.0"]).build();
+        let taken = svc("t", 0).ingress(&["198.18.2.0"]).build_arc();
         core.reconcile(&convert::service_key(&taken), Some(&taken), &no_labels);
         let got = core.sync_pools(&[s.clone(), taken], &[unrelated], &no_labels);
         assert_eq!(writes(&got), vec![("s".into(), vec![])]);
@@ -699,7 +699,7 @@ mod tests {
     #[test]
     fn with_no_pools_at_all_published_addresses_are_left_alone() {
         let mut core = Core::new(ClassFilter::default());
-        let s = svc("a", 1).published(&["198.18.0.100"]).build();
+        let s = svc("a", 1).ingress(&["198.18.0.100"]).build_arc();
         let actions = core.start(std::slice::from_ref(&s), &[], &no_labels);
         assert!(
             writes(&actions).is_empty(),
@@ -721,12 +721,12 @@ mod tests {
     fn bad_annotations_are_reported_and_the_address_is_kept() {
         let mut core = Core::new(ClassFilter::default());
         let pools = [pool("default", 0, &["198.18.0.100-198.18.0.120"])];
-        let s = svc("a", 1).published(&["198.18.0.100"]).build();
+        let s = svc("a", 1).ingress(&["198.18.0.100"]).build_arc();
         core.start(&[s], &pools, &no_labels);
         let bad = svc("a", 1)
-            .published(&["198.18.0.100"])
+            .ingress(&["198.18.0.100"])
             .annotate("l2lb.io/loadBalancerIPs", "banana")
-            .build();
+            .build_arc();
         let got = core.reconcile(&convert::service_key(&bad), Some(&bad), &no_labels);
         assert!(writes(&got).is_empty(), "the published address stays");
         assert_eq!(events(&got), vec![("a".into(), Reason::AllocationFailed)]);
@@ -748,8 +748,8 @@ mod tests {
             svc(name, created)
                 .annotate("l2lb.io/allow-shared-ip", "web")
                 .annotate("l2lb.io/loadBalancerIPs", "198.18.0.110")
-                .port(port)
-                .build()
+                .tcp_ports(&[port])
+                .build_arc()
         };
         let actions = core.start(
             &[share("http", 1, 80), share("https", 2, 443)],

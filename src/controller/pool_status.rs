@@ -242,7 +242,7 @@ mod tests {
         let older = pool("first", 0, &["198.18.0.0/30"]);
         let newer = pool("second", 5, &["198.18.0.2/31", "198.18.0.8/30"]);
         let pools = [older, newer];
-        core.start(&[svc("a", 1).build()], &pools, &no_labels);
+        core.start(&[svc("a", 1).build_arc()], &pools, &no_labels);
         let only_first: Arc<L2Advertisement> = Arc::new(
             serde_json::from_value(serde_json::json!({
                 "metadata": {"name": "ad", "namespace": "l2lb-system"},
