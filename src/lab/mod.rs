@@ -6,4 +6,5 @@ pub mod apiserver;
 pub mod demo;
 pub mod net;
 pub mod probe;
+pub mod proxy;
 pub mod world;
