@@ -188,7 +188,7 @@ async fn run_inner(
         if !failed.is_empty() {
             retry_at = Some(now + ANNOUNCE_RETRY);
         }
-        if core.synced() && !first_decision_sent {
+        if core.synced(now.into_std()) && !first_decision_sent {
             first_decision_sent = true;
             let _ = status_tx.send(StatusMsg::FirstDecisionDone);
         }
@@ -206,7 +206,9 @@ async fn run_inner(
             std::mem::replace(v, new) != new
         });
         config.metrics.fenced.set(i64::from(fenced));
-        config.health.set_ready(core.synced() && !fenced);
+        config
+            .health
+            .set_ready(core.synced(now.into_std()) && !fenced);
 
         let wake = [
             core.next_wakeup(now.into_std()).map(Instant::from_std),
