@@ -52,9 +52,10 @@ impl Elector {
         }
     }
 
-    async fn holder(&self) -> Option<String> {
-        self.leases
-            .get(&self.lease_name)
+    /// The Lease's holder as the API server has it now; `None` when it
+    /// cannot be read within `deadline`.
+    async fn holder(&self, deadline: Duration) -> Option<String> {
+        crate::cluster::with_timeout(deadline, self.leases.get(&self.lease_name))
             .await
             .ok()
             .and_then(|l| l.spec?.holder_identity)
@@ -78,7 +79,7 @@ impl Elector {
             let now_leading = match attempt {
                 Ok(Ok(LeaseLockResult::Acquired(_))) => {
                     if leading_before
-                        || self.holder().await.as_deref() == Some(self.identity.as_str())
+                        || self.holder(renew_every).await.as_deref() == Some(self.identity.as_str())
                     {
                         last_renewed = Some(tokio::time::Instant::now());
                         true

@@ -404,6 +404,12 @@ struct WriteDone {
     written_from: Option<String>,
 }
 
+/// Deadline of each API request the controller makes (never its watches).
+/// One that takes longer is stuck on a connection the network cut; it is
+/// logged and retried like any failed request. Generous: a burst of status
+/// writes may queue in the API server's fairness queues for seconds.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn jittered(base: Duration) -> Duration {
     use rand::Rng;
     base + base.mul_f64(rand::rng().random_range(0.0..1.0))
@@ -463,7 +469,8 @@ async fn lead(
                     action: "Allocate".into(),
                     secondary: None,
                 };
-                if let Err(e) = recorder.publish(&ev, &service.object_ref(&())).await {
+                let regarding = service.object_ref(&());
+                if let Err(e) = crate::cluster::with_timeout(REQUEST_TIMEOUT, recorder.publish(&ev, &regarding)).await {
                     tracing::debug!(service = %convert::service_key(&service), error = %e, "cannot record event");
                 }
             });
@@ -644,10 +651,13 @@ async fn write_status(
     } else {
         patch
     };
-    api.patch_status(
-        &svc.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
+    crate::cluster::with_timeout(
+        REQUEST_TIMEOUT,
+        api.patch_status(
+            &svc.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        ),
     )
     .await?;
     Ok(())
@@ -672,9 +682,11 @@ async fn write_pool_statuses(
         }
         core::stamp_conditions(&mut status, old, now);
         let patch = serde_json::json!({ "status": status });
-        if let Err(e) = api
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
+        if let Err(e) = crate::cluster::with_timeout(
+            REQUEST_TIMEOUT,
+            api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)),
+        )
+        .await
         {
             tracing::warn!(pool = %name, error = %e, "cannot update pool status");
         }
