@@ -11,7 +11,7 @@
 use super::metrics::Metrics;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, Client};
-use kube_leader_election::{LeaseLock, LeaseLockParams, LeaseLockResult};
+use kube_leader_election::{Error as LeaseError, LeaseLock, LeaseLockParams, LeaseLockResult};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -73,6 +73,9 @@ impl Elector {
         // take over if renewals keep failing.
         let renew_every = self.lease_duration / 4;
         let mut last_renewed: Option<tokio::time::Instant> = None;
+        // The holder last reported while standing by: a standby asks every
+        // `renew_every`, and says so only when the answer changes.
+        let mut seen_holder: Option<String> = None;
         loop {
             let attempt = tokio::time::timeout(renew_every, self.lock.try_acquire_or_renew()).await;
             let leading_before = *leader.borrow();
@@ -84,11 +87,27 @@ impl Elector {
                         last_renewed = Some(tokio::time::Instant::now());
                         true
                     } else {
-                        tracing::warn!(identity = %self.identity, "lost the Lease acquisition race; standing by");
+                        // A normal race between standbys, closed here.
+                        tracing::info!(identity = %self.identity, "lost the Lease acquisition race; standing by");
                         false
                     }
                 }
-                Ok(Ok(LeaseLockResult::NotAcquired(_))) => false,
+                Ok(Ok(LeaseLockResult::NotAcquired(lease))) => {
+                    let holder = lease.spec.and_then(|s| s.holder_identity);
+                    if holder != seen_holder {
+                        tracing::info!(holder = ?holder, "standing by: the Lease is held by another replica");
+                        seen_holder = holder;
+                    } else {
+                        tracing::debug!(holder = ?holder, "the Lease is still held by another replica");
+                    }
+                    false
+                }
+                Ok(Err(LeaseError::CreateLease(kube::Error::Api(s)))) if s.code == 409 => {
+                    // Replicas starting together all find no Lease and
+                    // create it; one wins and the others stand by.
+                    tracing::debug!(identity = %self.identity, "another replica created the Lease first");
+                    false
+                }
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "leader election request failed");
                     leading_before

@@ -609,6 +609,9 @@ async fn renew(
             .observe(sent_at.elapsed().as_secs_f64());
         match outcome {
             Ok(Ok(Some(rv))) => {
+                if held.is_none() {
+                    info!(lease = %lease_name, "own lease acquired");
+                }
                 held = Some(rv);
                 let renewed = Input::Renewed {
                     sent_at: sent_at.into_std(),
