@@ -14,6 +14,31 @@ pub enum ClusterError {
 }
 
 use crate::api::rbac::Component;
+use std::time::Duration;
+
+/// An API request that got no answer within its deadline.
+#[derive(Debug, thiserror::Error)]
+#[error("no answer from the API server within {0:?}")]
+pub struct RequestTimedOut(pub Duration);
+
+/// Runs one API request with a deadline; past it the request is dropped
+/// and fails with [`RequestTimedOut`] (as a `kube::Error::Service`, so
+/// callers handle it like any transport error: log, retry).
+///
+/// Without it a request sent on a connection the network has cut waits
+/// for TCP, which after a long cut retransmits only every tens of seconds
+/// (and kube's default client has no read timeout). Dropping the request
+/// drops its connection; the retry gets a fresh one. Never wrap a watch:
+/// it streams for minutes by design.
+pub async fn with_timeout<T>(
+    deadline: Duration,
+    request: impl Future<Output = Result<T, kube::Error>>,
+) -> Result<T, kube::Error> {
+    match tokio::time::timeout(deadline, request).await {
+        Ok(result) => result,
+        Err(_) => Err(kube::Error::Service(Box::new(RequestTimedOut(deadline)))),
+    }
+}
 
 /// A client for `server` when given (no credentials: the lab's test API
 /// server), otherwise the inferred in-cluster or kubeconfig configuration.
@@ -49,4 +74,26 @@ fn build(mut config: kube::Config, component: Component) -> Result<kube::Client,
         .map_err(|e| ClusterError::Config(e.to_string()))?;
     config.headers.push((http::header::USER_AGENT, agent));
     Ok(kube::Client::try_from(config)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_request_without_an_answer_fails_at_its_deadline() {
+        let deadline = Duration::from_millis(20);
+        let hung = std::future::pending::<Result<(), kube::Error>>();
+        let err = with_timeout(deadline, hung).await.unwrap_err();
+        assert!(
+            matches!(&err, kube::Error::Service(e) if e.is::<RequestTimedOut>()),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("no answer from the API server within 20ms")
+        );
+        let answered = async { Ok::<_, kube::Error>(7) };
+        assert_eq!(with_timeout(deadline, answered).await.unwrap(), 7);
+    }
 }

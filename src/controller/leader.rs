@@ -11,7 +11,7 @@
 use super::metrics::ControllerMetrics;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, Client};
-use kube_leader_election::{LeaseLock, LeaseLockParams, LeaseLockResult};
+use kube_leader_election::{Error as LeaseError, LeaseLock, LeaseLockParams, LeaseLockResult};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::{Instant, error::Elapsed};
@@ -52,9 +52,10 @@ impl Elector {
         }
     }
 
-    async fn holder(&self) -> Option<String> {
-        self.leases
-            .get(&self.lease_name)
+    /// The Lease's holder as the API server has it now; `None` when the
+    /// read fails or takes longer than `deadline`.
+    async fn holder(&self, deadline: Duration) -> Option<String> {
+        crate::cluster::with_timeout(deadline, self.leases.get(&self.lease_name))
             .await
             .ok()
             .and_then(|l| l.spec?.holder_identity)
@@ -71,11 +72,20 @@ impl Elector {
         // leadership.
         let renew_every = self.lease_duration / 4;
         let mut last_renewed: Option<Instant> = None;
+        // The holder last reported while standing by: a standby asks every
+        // `renew_every`, and says so only when the answer changes.
+        let mut seen_holder: Option<String> = None;
         loop {
             let attempt = tokio::time::timeout(renew_every, self.lock.try_acquire_or_renew()).await;
             let leading_before = *leader.borrow();
             let now_leading = self
-                .judge(attempt, leading_before, &mut last_renewed, renew_every)
+                .judge(
+                    attempt,
+                    leading_before,
+                    &mut last_renewed,
+                    &mut seen_holder,
+                    renew_every,
+                )
                 .await;
             if now_leading != leading_before {
                 tracing::info!(identity = %self.identity, leading = now_leading, "leadership changed");
@@ -104,6 +114,7 @@ impl Elector {
         attempt: Result<Result<LeaseLockResult, kube_leader_election::Error>, Elapsed>,
         leading_before: bool,
         last_renewed: &mut Option<Instant>,
+        seen_holder: &mut Option<String>,
         renew_every: Duration,
     ) -> bool {
         let within_lease = leading_before
@@ -111,15 +122,31 @@ impl Elector {
         match attempt {
             Ok(Ok(LeaseLockResult::Acquired(_))) => {
                 let ours = leading_before
-                    || self.holder().await.as_deref() == Some(self.identity.as_str());
+                    || self.holder(renew_every).await.as_deref() == Some(self.identity.as_str());
                 if ours {
                     *last_renewed = Some(Instant::now());
                 } else {
-                    tracing::warn!(identity = %self.identity, "lost the Lease acquisition race; standing by");
+                    // A normal race between standbys, closed here.
+                    tracing::info!(identity = %self.identity, "lost the Lease acquisition race; standing by");
                 }
                 ours
             }
-            Ok(Ok(LeaseLockResult::NotAcquired(_))) => false,
+            Ok(Ok(LeaseLockResult::NotAcquired(lease))) => {
+                let holder = lease.spec.and_then(|s| s.holder_identity);
+                if holder != *seen_holder {
+                    tracing::info!(holder = ?holder, "standing by: the Lease is held by another replica");
+                    *seen_holder = holder;
+                } else {
+                    tracing::debug!(holder = ?holder, "the Lease is still held by another replica");
+                }
+                false
+            }
+            Ok(Err(LeaseError::CreateLease(kube::Error::Api(s)))) if s.code == 409 => {
+                // Replicas starting together all find no Lease and create
+                // it; one wins and the others stand by.
+                tracing::debug!(identity = %self.identity, "another replica created the Lease first");
+                false
+            }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "leader election request failed");
                 within_lease

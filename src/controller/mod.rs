@@ -147,3 +147,9 @@ async fn follow_leadership(
         }
     }
 }
+
+/// Deadline of each API request the controller makes (never its watches).
+/// One that takes longer is stuck on a connection the network cut; it is
+/// logged and retried like any failed request. Generous: a burst of status
+/// writes may queue in the API server's fairness queues for seconds.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);

@@ -220,10 +220,9 @@ pub(super) async fn write_changed(
         }
         stamp_conditions(&mut status, old, now);
         let patch = serde_json::json!({ "status": status });
-        if let Err(e) = api
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
+        let (params, patch) = (PatchParams::default(), Patch::Merge(&patch));
+        let write = api.patch_status(&name, &params, &patch);
+        if let Err(e) = crate::cluster::with_timeout(super::REQUEST_TIMEOUT, write).await {
             tracing::warn!(pool = %name, error = %e, "cannot update pool status");
         }
     }

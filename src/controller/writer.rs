@@ -322,12 +322,9 @@ async fn write_status(client: &Client, svc: &Service, ips: &[IpAddr]) -> Result<
         "metadata": { "resourceVersion": svc.resource_version() },
         "status": { "loadBalancer": load_balancer },
     });
-    api.patch_status(
-        &svc.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await?;
+    let (name, params, patch) = (svc.name_any(), PatchParams::default(), Patch::Merge(&patch));
+    let write = api.patch_status(&name, &params, &patch);
+    crate::cluster::with_timeout(super::REQUEST_TIMEOUT, write).await?;
     Ok(())
 }
 
@@ -350,7 +347,9 @@ async fn publish(recorder: &Recorder, event: QueuedEvent) {
         action: "Allocate".into(),
         secondary: None,
     };
-    if let Err(e) = recorder.publish(&ev, &service.object_ref(&())).await {
+    let regarding = service.object_ref(&());
+    let request = recorder.publish(&ev, &regarding);
+    if let Err(e) = crate::cluster::with_timeout(super::REQUEST_TIMEOUT, request).await {
         tracing::debug!(service = %model::service_key(&service), error = %e, "cannot record event");
     }
 }

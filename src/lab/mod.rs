@@ -9,5 +9,6 @@ pub mod demo;
 pub mod frame_prober;
 pub mod net;
 pub mod probe;
+pub mod proxy;
 pub mod responder_control;
 pub mod world;

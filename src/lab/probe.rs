@@ -178,6 +178,10 @@ impl Drop for Probe {
 
 /// Requests answered by two different MACs: each is a moment when two
 /// nodes announced one VIP.
+///
+/// Caution: Habets arping's `index=` counts *replies* received, not
+/// requests sent, so every sample has its own `seq` and this never finds a
+/// double answer. Count them on the wire with [`wire_answers`] instead.
 pub fn double_answers(samples: &[Sample]) -> usize {
     let mut by_seq: std::collections::BTreeMap<u64, std::collections::BTreeSet<&str>> =
         Default::default();
@@ -187,6 +191,89 @@ pub fn double_answers(samples: &[Sample]) -> usize {
         }
     }
     by_seq.values().filter(|macs| macs.len() > 1).count()
+}
+
+/// One ARP frame as tshark decodes it: relative time, opcode, sender MAC,
+/// sender IP, target MAC.
+pub type ArpFrame = (f64, u16, String, String, String);
+
+/// The ARP requests one client sent for a VIP and the answers each got,
+/// read from a capture taken at the client (kernel timestamps, so the
+/// pairing does not depend on how fast a probe's output is read).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WireAnswers {
+    /// Requests the client sent for the VIP.
+    pub requests: usize,
+    /// Requests answered by at least one MAC.
+    pub answered: usize,
+    /// Capture times (seconds) of requests answered by two or more MACs,
+    /// with the MACs: each is an instant when two nodes answered the VIP.
+    pub doubles: Vec<(f64, Vec<String>)>,
+}
+
+impl WireAnswers {
+    /// Pairs each reply to `client_mac` from `vip` with the last request
+    /// `client_mac` sent for `vip` before it. Requests are sent every few
+    /// milliseconds and answered within microseconds, so a reply belongs
+    /// to the request just before it. Gratuitous frames (not addressed to
+    /// the client) are left out: they answer no request.
+    pub fn pair(frames: &[ArpFrame], vip: &str, client_mac: &str) -> WireAnswers {
+        let mut per_request: Vec<(f64, std::collections::BTreeSet<String>)> = Vec::new();
+        for (at, op, src_mac, src_ip, dst_mac) in frames {
+            match op {
+                1 if src_mac == client_mac => per_request.push((*at, Default::default())),
+                2 if src_ip == vip && dst_mac == client_mac => {
+                    if let Some((_, macs)) = per_request.last_mut() {
+                        macs.insert(src_mac.clone());
+                    }
+                }
+                _ => {}
+            }
+        }
+        WireAnswers {
+            requests: per_request.len(),
+            answered: per_request.iter().filter(|(_, m)| !m.is_empty()).count(),
+            doubles: per_request
+                .into_iter()
+                .filter(|(_, m)| m.len() > 1)
+                .map(|(at, m)| (at, m.into_iter().collect()))
+                .collect(),
+        }
+    }
+}
+
+/// Reads `pcap` (a capture at the client) and pairs the client's ARP
+/// requests for `vip` with their answers (see [`WireAnswers::pair`]).
+pub fn wire_answers(
+    pcap: &std::path::Path,
+    vip: std::net::Ipv4Addr,
+    client_mac: &str,
+) -> Result<WireAnswers, super::net::NetError> {
+    let text = super::net::Capture::decode(
+        pcap,
+        &format!("arp && (arp.dst.proto_ipv4 == {vip} || arp.src.proto_ipv4 == {vip})"),
+        &[
+            "frame.time_relative",
+            "arp.opcode",
+            "arp.src.hw_mac",
+            "arp.src.proto_ipv4",
+            "arp.dst.hw_mac",
+        ],
+    )?;
+    let frames: Vec<ArpFrame> = text
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split('\t');
+            Some((
+                f.next()?.parse().ok()?,
+                f.next()?.parse().ok()?,
+                f.next()?.to_ascii_lowercase(),
+                f.next()?.to_string(),
+                f.next()?.to_ascii_lowercase(),
+            ))
+        })
+        .collect();
+    Ok(WireAnswers::pair(&frames, &vip.to_string(), client_mac))
 }
 
 /// What a client saw around an event: when the old answer was last seen,
@@ -266,6 +353,35 @@ mod tests {
         assert_eq!(b.usec, 1500.0);
         assert!(parse_arping_line("Timeout").is_none());
         assert!(parse_arping_line("ARPING 198.18.0.100").is_none());
+    }
+
+    #[test]
+    fn wire_answers_pair_replies_with_the_request_before_them() {
+        let (client, a, b) = (
+            "02:00:00:00:02:00",
+            "02:00:00:00:01:00",
+            "02:00:00:00:01:01",
+        );
+        let vip = "198.18.0.100";
+        let frame = |at: f64, op: u16, mac: &str, ip: &str, to: &str| {
+            (at, op, mac.to_string(), ip.to_string(), to.to_string())
+        };
+        let frames = vec![
+            frame(0.000, 1, client, "198.18.0.201", "00:00:00:00:00:00"),
+            frame(0.001, 2, a, vip, client),
+            frame(0.010, 1, client, "198.18.0.201", "00:00:00:00:00:00"),
+            // A gratuitous reply from b answers nobody.
+            frame(0.011, 2, b, vip, b),
+            frame(0.012, 2, a, vip, client),
+            frame(0.020, 1, client, "198.18.0.201", "00:00:00:00:00:00"),
+            frame(0.021, 2, a, vip, client),
+            frame(0.021, 2, b, vip, client),
+            frame(0.030, 1, client, "198.18.0.201", "00:00:00:00:00:00"),
+        ];
+        let w = WireAnswers::pair(&frames, vip, client);
+        assert_eq!(w.requests, 4);
+        assert_eq!(w.answered, 3);
+        assert_eq!(w.doubles, vec![(0.020, vec![a.to_string(), b.to_string()])]);
     }
 
     #[test]

@@ -289,12 +289,17 @@ impl Lab {
     }
 
     fn l2lb(&self, host: &Host) -> Command {
+        self.l2lb_via(host, &self.lan_url)
+    }
+
+    /// The l2lb binary in `host`'s namespace, talking to the API server at `server`.
+    fn l2lb_via(&self, host: &Host, server: &url::Url) -> Command {
         let mut cmd = host.command(&self.opts.binary.display().to_string());
         cmd.env(
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
         );
-        cmd.arg("--server").arg(self.lan_url.as_str());
+        cmd.arg("--server").arg(server.as_str());
         cmd
     }
 
@@ -318,8 +323,15 @@ impl Lab {
 
     /// Starts the speaker of node `i` in its namespace.
     pub fn start_speaker(&mut self, i: usize) -> Result<(), LabError> {
+        let server = self.lan_url.clone();
+        self.start_speaker_via(i, &server)
+    }
+
+    /// Starts the speaker of node `i` talking to the API server through
+    /// `server` (for example a [`super::proxy::DelayProxy`] in its namespace).
+    pub fn start_speaker_via(&mut self, i: usize, server: &url::Url) -> Result<(), LabError> {
         let host = self.node(i).clone();
-        let mut cmd = self.l2lb(&host);
+        let mut cmd = self.l2lb_via(&host, server);
         let lease = format!("{}ms", self.opts.lease_duration.as_millis());
         cmd.args([
             "speaker",

@@ -80,6 +80,11 @@ pub struct Core {
     takeover_delay: Duration,
     /// When our fence last opened (we became a member again).
     joined_at: Option<Instant>,
+    /// The lease watch's delivery count when our fence last reopened after
+    /// having been open before (a rejoin after being fenced or cut off).
+    /// Until the watch delivers again, its view of peers may predate the
+    /// rejoin, and nothing new is taken on it.
+    rejoined_at_delivery: Option<u64>,
     /// Interface used for advertisements that name none.
     default_interface: Option<String>,
     /// Our own lease's protection.
@@ -131,12 +136,21 @@ impl Core {
             takeover_delay,
         } = timing;
         let node = node.into();
+        // The fence window: longer than the renewal period (the config
+        // guarantees it), shorter than the lease duration.
+        let lease_silence_bound = lease_duration.saturating_sub(fence_margin);
         Self {
-            index: Index::new(node.clone(), lease_duration, own_interfaces),
+            index: Index::new(
+                node.clone(),
+                lease_duration,
+                lease_silence_bound,
+                own_interfaces,
+            ),
             node,
             class: ClassFilter::default(),
             takeover_delay,
             joined_at: None,
+            rejoined_at_delivery: None,
             default_interface,
             fence: Fence::new(lease_duration, fence_margin),
             stopping: false,
@@ -162,6 +176,11 @@ impl Core {
             Input::Renewed { sent_at } => {
                 if self.fence.is_fenced(now) {
                     self.joined_at = Some(now);
+                    // Fenced after having been a member: our view of the
+                    // peers may be as old as the cut that fenced us.
+                    if self.fence.deadline().is_some() {
+                        self.rejoined_at_delivery = Some(self.index.lease_deliveries());
+                    }
                 }
                 self.fence.renewed(sent_at);
             }
@@ -190,18 +209,20 @@ impl Core {
         self.announced.remove(&vip);
     }
 
-    /// Whether every watcher has listed once.
-    pub fn synced(&self) -> bool {
-        self.index.synced()
+    /// Whether every watcher has listed once and the lease view is fresh
+    /// at `now` (the lease watch neither failed nor went silent).
+    pub fn synced(&self, now: Instant) -> bool {
+        self.index.synced(now)
     }
 
     /// Whether renewing our lease is useful at `now`. A fenced speaker whose
-    /// watches have not all listed could not announce anything, yet its
-    /// renewal would make peers see it live and withdraw its VIPs: clients
-    /// would get no answer until it synced. So it rejoins only once synced;
-    /// a speaker still protected by its lease always renews.
+    /// watches have not all listed, or whose lease view is stale, could not
+    /// announce anything, yet its renewal would make peers see it live and
+    /// withdraw its VIPs: clients would get no answer until it synced. So
+    /// it rejoins only once synced; a speaker still protected by its lease
+    /// always renews.
     pub fn may_renew(&self, now: Instant) -> bool {
-        self.synced() || !self.fence.is_fenced(now)
+        self.synced(now) || !self.fence.is_fenced(now)
     }
 
     /// Whether our own lease no longer protects us at `now`.
@@ -228,9 +249,11 @@ impl Core {
     }
 
     /// The next instant at which the decision may change with no new input:
-    /// a peer expiring, our fence closing, or a takeover delay ending.
+    /// a peer expiring, our fence closing, a takeover delay ending, or the
+    /// lease view turning stale.
     pub fn next_wakeup(&self, now: Instant) -> Option<Instant> {
         let fence = self.fence.deadline().filter(|d| *d > now);
+        let stale = self.index.lease_silence_ends().filter(|t| *t > now);
         let takeover = self.rejoin_hold_off_end().filter(|t| *t > now);
         let contested = self
             .contested
@@ -238,10 +261,16 @@ impl Core {
             .filter_map(|t| t.checked_add(self.takeover_delay))
             .filter(|t| *t > now)
             .min();
-        [self.index.next_expiry(now), fence, takeover, contested]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.index.next_expiry(now),
+            fence,
+            takeover,
+            contested,
+            stale,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// The nodes that may own VIPs at `now`: live peers, plus ourselves
@@ -260,11 +289,11 @@ impl Core {
     /// carried out (report failures with [`Core::announce_failed`]).
     pub fn decide(&mut self, now: Instant) -> Actions {
         let mut actions = Actions::default();
-        let mut wanted = if self.synced() {
+        let mut wanted = if self.synced(now) {
             self.elect(now, &mut actions)
         } else if self.decided_once {
-            // A watch is down: keep what we announce (our lease still
-            // protects it) but take nothing new on a possibly stale view.
+            // A watch is down or silent: keep what we announce (our lease
+            // still protects it) but take nothing new on a stale view.
             Wanted {
                 vips: self.announced.clone(),
                 statuses: self.statuses.clone(),
@@ -328,6 +357,17 @@ impl Core {
     /// Whether we, the elected owner of `vip`, may announce it at `now`, or
     /// must first give the peer that had it time to withdraw. Records VIPs
     /// still waiting in `contested`.
+    ///
+    /// A VIP we announce already stays. A new one waits while any of these
+    /// holds:
+    /// - eligibility moved it to us from a peer that is still live, less
+    ///   than the takeover delay ago (the peer withdraws when its own watch
+    ///   shows the change);
+    /// - we rejoined after being fenced and the lease watch has not
+    ///   delivered since (our view of the peers may predate the cut);
+    /// - we (re)joined less than the takeover delay ago and a live peer
+    ///   could own it without us (it withdraws only once its watch shows
+    ///   our lease).
     fn may_announce(
         &self,
         vip: IpAddr,
@@ -339,31 +379,48 @@ impl Core {
         if self.announced.contains_key(&vip) {
             return true;
         }
-        // Eligibility moved the VIP to us from a peer that is still live:
-        // it withdraws when its own watch shows the change.
-        let taken_from_live_peer = self.contested.contains_key(&vip)
-            || self
-                .owners
-                .get(&vip)
-                .cloned()
-                .flatten()
-                .is_some_and(|p| p != self.node && members.contains(&p));
-        if taken_from_live_peer {
-            let since = *self.contested.get(&vip).unwrap_or(&now);
-            if since
+        if let Some(since) = self.moved_from_a_live_peer(vip, members, now)
+            && since
                 .checked_add(self.takeover_delay)
                 .is_some_and(|t| now < t)
-            {
-                contested.insert(vip, since);
-                return false;
-            }
+        {
+            contested.insert(vip, since);
+            return false;
         }
-        // We just (re)joined: a live peer that would own the VIP without us
-        // withdraws only once its watch shows our lease.
-        let rejoining = self.rejoin_hold_off_end().is_some_and(|t| now < t);
+        if self.lease_view_predates_rejoin() {
+            return false;
+        }
+        let holding_off = self.rejoin_hold_off_end().is_some_and(|t| now < t);
         let a_live_peer_could_own_it =
             election::owner(vip, eligible_members(plan, members, Some(&self.node))).is_some();
-        !(rejoining && a_live_peer_could_own_it)
+        !(holding_off && a_live_peer_could_own_it)
+    }
+
+    /// Since when `vip` has been moving to us from a peer that is still live
+    /// (`now` if it starts moving now), or `None` when it is not.
+    fn moved_from_a_live_peer(
+        &self,
+        vip: IpAddr,
+        members: &BTreeSet<String>,
+        now: Instant,
+    ) -> Option<Instant> {
+        if let Some(since) = self.contested.get(&vip) {
+            return Some(*since);
+        }
+        self.owners
+            .get(&vip)
+            .cloned()
+            .flatten()
+            .is_some_and(|p| p != self.node && members.contains(&p))
+            .then_some(now)
+    }
+
+    /// Whether we rejoined after being fenced and the lease watch has not
+    /// delivered anything since: its view may still be the one from before
+    /// the cut, in which peers that took our VIPs meanwhile look dead.
+    fn lease_view_predates_rejoin(&self) -> bool {
+        self.rejoined_at_delivery
+            .is_some_and(|n| self.index.lease_deliveries() <= n)
     }
 
     /// When the hold-off after our last (re)join ends.
@@ -531,6 +588,14 @@ mod tests {
         c
     }
 
+    /// Every node's lease, renewed at `hms` past midnight.
+    fn all_leases(hms: &str) -> Vec<Lease> {
+        NODES
+            .iter()
+            .map(|n| lease(n, n, &format!("2026-01-01T{hms}Z")))
+            .collect()
+    }
+
     fn owner_of(vip: IpAddr, among: &[&str]) -> String {
         election::owner(vip, among.iter().copied())
             .unwrap()
@@ -544,7 +609,7 @@ mod tests {
         c.apply(Input::Renewed { sent_at: t0 }, t0);
         assert!(c.decide(t0).is_empty(), "not synced");
         let mut c = core("node-a", t0);
-        assert!(c.synced());
+        assert!(c.synced(t0));
         assert!(c.is_fenced(t0));
         let a = c.decide(t0);
         assert!(a.announce.is_empty() && a.status_upsert.is_empty());
@@ -582,7 +647,7 @@ mod tests {
         assert!(c.may_renew(t0), "synced");
         c.apply(Input::Renewed { sent_at: t0 }, t0);
         c.apply(Input::Lease(Change::Broken), t0);
-        assert!(!c.synced());
+        assert!(!c.synced(t0));
         assert!(
             c.may_renew(t0),
             "protected: keeps renewing through a watch failure"
@@ -638,9 +703,18 @@ mod tests {
         assert_eq!(at.status_delete.len(), mine);
         assert!(c.announced().is_empty());
         // Peers still count us live (their expiry is later), so nobody else
-        // takes our VIPs; we resume when a renewal succeeds.
+        // takes our VIPs; we resume when a renewal succeeds and the lease
+        // watch shows the cluster again.
         let t1 = deadline + Duration::from_millis(500);
         c.apply(Input::Renewed { sent_at: t1 }, t1);
+        assert!(
+            c.decide(t1).announce.is_empty(),
+            "no delivery since the rejoin"
+        );
+        c.apply(
+            Input::Lease(Change::Resync(all_leases("00:00:03.500000"))),
+            t1,
+        );
         assert_eq!(c.decide(t1).announce.len(), mine);
     }
 
@@ -760,7 +834,7 @@ mod tests {
         assert!(a.decide(t1).is_empty());
         // Other kinds' failures do not freeze the decision.
         a.apply(Input::Service(Change::Broken), t1);
-        assert!(a.synced());
+        assert!(a.synced(t1));
         // A fenced speaker with a broken watch still withdraws.
         a.apply(Input::Lease(Change::Broken), t1);
         assert_eq!(a.decide(t1 + D).withdraw.len(), mine);
@@ -887,6 +961,153 @@ mod tests {
     }
 
     #[test]
+    fn a_silent_lease_watch_turns_stale_before_any_peer_expires_in_it() {
+        let t0 = Instant::now();
+        let mut c = core("node-a", t0);
+        c.apply(Input::Renewed { sent_at: t0 }, t0);
+        let mine = c.decide(t0).announce.len();
+        // Nothing arrives any more: the watch's connection was cut, and a
+        // cut watch does not fail, it only goes quiet.
+        let stale = t0 + D - MARGIN;
+        assert!(c.synced(stale - Duration::from_nanos(1)));
+        assert!(!c.synced(stale), "silent for the fence window");
+        assert_eq!(c.next_wakeup(t0), Some(stale));
+        assert!(
+            c.members(stale)
+                .is_superset(&BTreeSet::from(["node-b".into(), "node-c".into()])),
+            "stale before any peer could expire in our view"
+        );
+        // Renewals still succeed, so we keep what we have, but the expired
+        // peers' VIPs are not taken on a view that shows nothing.
+        let t1 = t0 + Duration::from_secs(10);
+        c.apply(Input::Renewed { sent_at: t1 }, t1);
+        assert!(c.decide(t1).is_empty());
+        assert_eq!(c.announced().len(), mine);
+        // The watch delivers again, one peer at a time: every peer counts
+        // as just seen, so none expires on the strength of the gap.
+        c.apply(
+            Input::Lease(Change::Apply(lease(
+                "node-b",
+                "node-b",
+                "2026-01-01T00:00:10.000000Z",
+            ))),
+            t1,
+        );
+        assert!(c.synced(t1));
+        assert!(c.members(t1).contains("node-c"));
+        assert!(c.decide(t1).is_empty());
+    }
+
+    /// The exact partition-heal sequence: node-a is cut from the API server
+    /// (its renewals fail, its lease watch goes quiet), node-b takes its
+    /// VIPs, and the cut heals.
+    fn cut_and_heal(delay: Duration) -> (Core, Instant, Instant, BTreeSet<IpAddr>) {
+        let t0 = Instant::now();
+        let mut a = core_with(
+            "node-a",
+            t0,
+            Timing {
+                takeover_delay: delay,
+                ..TIMING
+            },
+        );
+        a.apply(Input::Renewed { sent_at: t0 }, t0);
+        let mine: BTreeSet<IpAddr> = a
+            .decide(t0 + delay)
+            .announce
+            .into_iter()
+            .map(|(v, _)| v)
+            .collect();
+        assert!(!mine.is_empty() && mine.len() < 30);
+        // The cut: the last renewal and lease delivery are at t1.
+        let t1 = t0 + Duration::from_secs(1);
+        a.apply(Input::Renewed { sent_at: t1 }, t1);
+        a.apply(
+            Input::Lease(Change::Resync(all_leases("00:00:01.000000"))),
+            t1,
+        );
+        let fenced = t1 + D - MARGIN;
+        assert_eq!(a.decide(fenced).withdraw.len(), mine.len());
+        assert!(!a.synced(fenced), "the silent watch is stale");
+        assert!(
+            !a.may_renew(fenced),
+            "fenced on a stale view: rejoin once it is fresh"
+        );
+        // Long after the cut, node-b and node-c look expired in the quiet
+        // watch's view, although they renew on: node-b now answers for
+        // node-a's VIPs.
+        let healed = t0 + Duration::from_secs(20);
+        assert!(a.decide(healed).is_empty());
+        (a, t0, healed, mine)
+    }
+
+    #[test]
+    fn a_healed_owner_renewing_before_its_watch_recovers_takes_nothing() {
+        let delay = Duration::from_millis(250);
+        let (mut a, _, healed, mine) = cut_and_heal(delay);
+        // Its first renewal after the heal gets through before its lease
+        // watch has shown anything new.
+        a.apply(Input::Renewed { sent_at: healed }, healed);
+        assert!(a.decide(healed).announce.is_empty(), "peers only look dead");
+        assert!(a.decide(healed + delay).announce.is_empty());
+        // The watch delivers a fresh list: node-b and node-c are live, so
+        // node-a takes back its own VIPs only, and no earlier than the
+        // takeover delay after its renewal (which has passed here).
+        let fresh = healed + Duration::from_secs(1);
+        a.apply(
+            Input::Lease(Change::Resync(all_leases("00:00:21.000000"))),
+            fresh,
+        );
+        let back: BTreeSet<IpAddr> = a
+            .decide(fresh)
+            .announce
+            .into_iter()
+            .map(|(v, _)| v)
+            .collect();
+        assert_eq!(back, mine);
+    }
+
+    #[test]
+    fn a_healed_owner_waits_the_takeover_delay_after_a_fresh_list() {
+        let delay = Duration::from_millis(250);
+        let (mut a, _, healed, mine) = cut_and_heal(delay);
+        // The restarted lease watch lists first; then the renewal succeeds.
+        a.apply(
+            Input::Lease(Change::Resync(all_leases("00:00:20.000000"))),
+            healed,
+        );
+        assert!(a.may_renew(healed));
+        let rejoin = healed + Duration::from_millis(10);
+        a.apply(Input::Renewed { sent_at: rejoin }, rejoin);
+        assert!(a.decide(rejoin).announce.is_empty());
+        // Our own renewal shows in the watch: fresh, but node-b may not
+        // have seen it yet.
+        let seen = rejoin + Duration::from_millis(5);
+        a.apply(
+            Input::Lease(Change::Apply(lease(
+                "node-a",
+                "node-a",
+                "2026-01-01T00:00:20.010000Z",
+            ))),
+            seen,
+        );
+        assert!(a.decide(seen).announce.is_empty());
+        assert_eq!(a.next_wakeup(seen), Some(rejoin + delay));
+        assert!(
+            a.decide(rejoin + delay - Duration::from_nanos(1))
+                .announce
+                .is_empty()
+        );
+        let back: BTreeSet<IpAddr> = a
+            .decide(rejoin + delay)
+            .announce
+            .into_iter()
+            .map(|(v, _)| v)
+            .collect();
+        assert_eq!(back, mine);
+    }
+
+    #[test]
     fn a_vip_moved_from_a_live_peer_waits_for_its_withdrawal() {
         // Excluding node-a (a live member) moves its VIPs: their new owners
         // announce only after the takeover delay, when node-a has seen the
@@ -1004,6 +1225,8 @@ mod tests {
                 b.apply(Input::Renewed { sent_at: at }, at);
                 let since = at - t0;
                 let stamp = format!("2026-01-01T00:{:02}:{:02}.{:06}Z", since.as_secs() / 60, since.as_secs() % 60, since.subsec_micros());
+                // node-b's renewal shows in both watches (b sees its own lease too).
+                b.apply(Input::Lease(Change::Apply(lease("node-b", "node-b", &stamp))), at);
                 a.apply(Input::Lease(Change::Apply(lease("node-b", "node-b", &stamp))), at);
                 a.decide(at);
                 b.decide(at);

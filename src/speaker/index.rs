@@ -103,13 +103,25 @@ pub struct Index {
     /// The lease watch has delivered a complete view before: a later gap
     /// is a gap in observation, not a silence of the peers.
     leases_listed_once: bool,
+    /// How long the lease watch may deliver nothing before its view counts
+    /// as stale (see [`Index::lease_view_stale`]).
+    lease_silence_bound: Duration,
+    /// Local time of the lease watch's last delivery.
+    last_lease_delivery: Option<Instant>,
+    /// Lease watch deliveries so far: orders them against other inputs
+    /// (see [`Index::lease_deliveries`]).
+    lease_deliveries: u64,
 }
 
 impl Index {
-    /// An empty index for `node`, judging peers by `lease_duration`.
+    /// An empty index for `node`, judging peers by `lease_duration`. Its
+    /// lease view is stale after `lease_silence_bound` without a delivery;
+    /// it must lie between the renewal period and `lease_duration` (see
+    /// [`Index::lease_view_stale`]).
     pub fn new(
         node: impl Into<String>,
         lease_duration: Duration,
+        lease_silence_bound: Duration,
         own_interfaces: Option<BTreeSet<String>>,
     ) -> Self {
         Self {
@@ -121,6 +133,9 @@ impl Index {
             liveness: Liveness::new(lease_duration),
             synced: Synced::default(),
             leases_listed_once: false,
+            lease_silence_bound,
+            last_lease_delivery: None,
+            lease_deliveries: 0,
         }
     }
 
@@ -154,11 +169,17 @@ impl Index {
             }
             Input::Lease(c) => {
                 let delivers = !matches!(c, Change::Broken);
-                if !self.synced.leases && delivers && self.leases_listed_once {
-                    // Back after a gap: whatever changed meanwhile may be
-                    // replayed over several events, so no peer may expire
-                    // on the strength of the gap.
+                let was_stale = self.lease_view_stale(now);
+                if was_stale && delivers && self.leases_listed_once {
+                    // Back after a gap (a failed or a silent watch):
+                    // whatever changed meanwhile may be replayed over
+                    // several events, so no peer may expire on the
+                    // strength of the gap.
                     self.liveness.restart_observation(now);
+                }
+                if delivers {
+                    self.last_lease_delivery = Some(now);
+                    self.lease_deliveries += 1;
                 }
                 // A failed lease watch unsyncs the view: peers would seem to
                 // stop renewing only because we cannot see them. Any later
@@ -229,10 +250,37 @@ impl Index {
         }
     }
 
-    /// Whether every watcher has listed once (and the lease watch is not
-    /// broken now).
-    pub fn synced(&self) -> bool {
-        self.synced.all()
+    /// Whether every watcher has listed once and the lease view is not
+    /// stale at `now`.
+    pub fn synced(&self, now: Instant) -> bool {
+        self.synced.all() && !self.lease_view_stale(now)
+    }
+
+    /// Whether the lease view cannot be trusted at `now`: the lease watch
+    /// failed, or has delivered nothing for the silence bound.
+    ///
+    /// Silence means a stalled watch, not quiet peers: our own lease is in
+    /// the watched namespace and changes every renewal period, and so does
+    /// every live peer's. A watch on a connection the network has cut does
+    /// not fail, it only stops delivering, and then every peer would seem
+    /// to stop renewing. Because the bound is below the lease duration,
+    /// the view turns stale before any peer can expire in it because of
+    /// the stall; when it delivers again every peer counts as just seen.
+    pub fn lease_view_stale(&self, now: Instant) -> bool {
+        !self.synced.leases || self.lease_silence_ends().is_none_or(|t| now >= t)
+    }
+
+    /// When the lease view turns stale unless the watch delivers before.
+    pub fn lease_silence_ends(&self) -> Option<Instant> {
+        self.last_lease_delivery
+            .and_then(|t| t.checked_add(self.lease_silence_bound))
+    }
+
+    /// How many times the lease watch has delivered. Inputs are applied in
+    /// the order they arrive, so a count that grew since some other input
+    /// proves a delivery after it.
+    pub fn lease_deliveries(&self) -> u64 {
+        self.lease_deliveries
     }
 
     /// The cluster view for eligibility, with each node's interfaces: ours

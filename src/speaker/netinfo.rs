@@ -61,6 +61,16 @@ pub fn default_interface() -> Option<String> {
         })
 }
 
+/// Names of this network namespace's interfaces that are up and hold an
+/// address, except loopback: where a LAN, and so an announcement, can be.
+pub fn addressed_interfaces() -> BTreeSet<String> {
+    pnet::datalink::interfaces()
+        .into_iter()
+        .filter(|i| i.is_up() && !i.is_loopback() && !i.ips.is_empty())
+        .map(|i| i.name)
+        .collect()
+}
+
 /// Names of this network namespace's interfaces, except `lo`.
 pub fn interfaces() -> BTreeSet<String> {
     std::fs::read_dir("/sys/class/net")

@@ -5,8 +5,9 @@
 //! from a stable hash of node and Service so no listing is needed to find
 //! them) and the Event recorder. Runs as its own task fed by an unbounded
 //! channel, so a slow or unreachable API server never delays an announce or
-//! withdraw. Failed writes are retried; Events are best effort. It must never
-//! write Services.
+//! withdraw. Failed writes are retried; Events are best effort. Every
+//! request has a deadline: one write stuck on a connection the network cut
+//! would otherwise hold back every later one. It must never write Services.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -26,11 +27,17 @@ use crate::api::{
     STATUS_NODE_LABEL, STATUS_SERVICE_NAME_LABEL, STATUS_SERVICE_NAMESPACE_LABEL, ServiceL2Status,
     ServiceL2StatusSpec,
 };
+use crate::cluster::with_timeout;
 
 /// Field manager for status writes.
 const MANAGER: &str = "l2lb-speaker";
 /// How often failed status writes are retried.
 const RETRY: Duration = Duration::from_secs(2);
+/// Deadline of each API request. One that takes longer is stuck on a
+/// connection the network cut (requests normally take milliseconds); it is
+/// dropped, logged as a failed write and retried on a fresh connection, so
+/// the status follows a heal within seconds instead of TCP's back-off.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// Work for the status writer.
 #[derive(Debug)]
@@ -200,7 +207,7 @@ fn absorb(
 /// This node's existing status objects, by name.
 async fn list_own(api: &Api<ServiceL2Status>, node: &str) -> Option<BTreeMap<String, ServiceKey>> {
     let lp = ListParams::default().labels(&format!("{STATUS_NODE_LABEL}={node}"));
-    match api.list(&lp).await {
+    match with_timeout(REQUEST_TIMEOUT, api.list(&lp)).await {
         Ok(list) => Some(
             list.items
                 .into_iter()
@@ -266,7 +273,7 @@ async fn write_present(
         ]
         .into(),
     );
-    match api.create(&PostParams::default(), &obj).await {
+    match with_timeout(REQUEST_TIMEOUT, api.create(&PostParams::default(), &obj)).await {
         Ok(_) => {}
         Err(kube::Error::Api(e)) if e.code == 409 => {}
         Err(e) => return Err(e),
@@ -277,14 +284,17 @@ async fn write_present(
         "serviceNamespace": svc.namespace,
         "interfaces": interfaces.iter().map(|i| json!({"name": i})).collect::<Vec<_>>(),
     }});
-    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
-        .await?;
+    with_timeout(
+        REQUEST_TIMEOUT,
+        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status)),
+    )
+    .await?;
     if let Some(co_owners) = takeover {
         let lp = ListParams::default().labels(&format!(
             "{STATUS_SERVICE_NAMESPACE_LABEL}={},{STATUS_SERVICE_NAME_LABEL}={},{STATUS_NODE_LABEL}!={node}",
             svc.namespace, svc.name
         ));
-        for other in api.list(&lp).await?.items {
+        for other in with_timeout(REQUEST_TIMEOUT, api.list(&lp)).await?.items {
             let holder = other.labels().get(STATUS_NODE_LABEL);
             if holder.is_none_or(|h| !co_owners.contains(h)) {
                 write_absent(api, &other.name_any()).await?;
@@ -296,7 +306,7 @@ async fn write_present(
 
 async fn write_absent(api: &Api<ServiceL2Status>, name: &str) -> Result<(), kube::Error> {
     debug!(name, "deleting ServiceL2Status");
-    match api.delete(name, &DeleteParams::default()).await {
+    match with_timeout(REQUEST_TIMEOUT, api.delete(name, &DeleteParams::default())).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
         Err(e) => Err(e),
@@ -315,7 +325,7 @@ async fn publish(recorder: &Recorder, (regarding, reason, note): EventMsg) {
         action: reason.to_string(),
         secondary: None,
     };
-    if let Err(e) = recorder.publish(&ev, &regarding).await {
+    if let Err(e) = with_timeout(REQUEST_TIMEOUT, recorder.publish(&ev, &regarding)).await {
         debug!(%reason, error = %e, "publishing Event failed");
     }
 }

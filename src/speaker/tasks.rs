@@ -13,6 +13,12 @@
 //!               status writer (ServiceL2Status, Events) ◄─────────────────┘
 //! ```
 //!
+//! The lease watcher is restarted (a fresh list over a new connection)
+//! when it has delivered nothing for the fence window: our own lease
+//! changes every `lease_renew`, so such silence means a watch stalled on a
+//! connection the network cut, and the core already treats its view as
+//! stale. The renewer waits for that list before a fenced speaker rejoins.
+//!
 //! The loop never awaits the API server: announce and withdraw happen the
 //! moment the core decides, status and Events follow asynchronously. On
 //! shutdown the loop withdraws everything first, then stops the renewer,
@@ -117,12 +123,16 @@ async fn run_inner(
         Input::Slice,
         "endpointslices",
     );
-    spawn_watch(
+    spawn_watch_restarting_when_silent(
         &mut tasks,
         Api::<Lease>::namespaced(client.clone(), ns),
         tx.clone(),
         Input::Lease,
         "leases",
+        // Our own lease changes every `lease_renew`, so a lease watch this
+        // quiet is stalled; the core treats its view as stale after the
+        // same bound (see `Index::lease_view_stale`).
+        config.lease_duration - config.fence_margin,
     );
 
     let lease_name = format!("{SPEAKER_LEASE_PREFIX}{node}");
@@ -188,7 +198,7 @@ async fn run_inner(
         if !failed.is_empty() {
             retry_at = Some(now + ANNOUNCE_RETRY);
         }
-        if core.synced() && !first_decision_sent {
+        if core.synced(now.into_std()) && !first_decision_sent {
             first_decision_sent = true;
             let _ = status_tx.send(StatusMsg::FirstDecisionDone);
         }
@@ -206,7 +216,9 @@ async fn run_inner(
             std::mem::replace(v, new) != new
         });
         config.metrics.fenced.set(i64::from(fenced));
-        config.health.set_ready(core.synced() && !fenced);
+        config
+            .health
+            .set_ready(core.synced(now.into_std()) && !fenced);
 
         let wake = [
             core.next_wakeup(now.into_std()).map(Instant::from_std),
@@ -419,38 +431,124 @@ fn spawn_watch<K>(
 {
     tasks.spawn(
         async move {
-            let mut stream = watcher::watcher(api, watcher::Config::default())
-                .default_backoff()
-                .boxed();
-            let mut buffer: Option<Vec<K>> = None;
-            while let Some(ev) = stream.next().await {
-                let change = match ev {
-                    Ok(WatchEvent::Apply(o)) => Change::Apply(o),
-                    Ok(WatchEvent::Delete(o)) => Change::Delete(o),
-                    Ok(WatchEvent::Init) => {
-                        buffer = Some(Vec::new());
-                        continue;
-                    }
-                    Ok(WatchEvent::InitApply(o)) => {
-                        buffer.get_or_insert_with(Vec::new).push(o);
-                        continue;
-                    }
-                    Ok(WatchEvent::InitDone) => {
-                        debug!("watch listed");
-                        Change::Resync(buffer.take().unwrap_or_default())
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "watch failed; retrying with backoff");
-                        Change::Broken
-                    }
-                };
-                if tx.send(wrap(change)).await.is_err() {
+            watch(api, tx, wrap, None).await;
+        }
+        .instrument(info_span!("watch", kind)),
+    );
+}
+
+/// Like [`spawn_watch`], but a watch that delivers nothing (no change, no
+/// error) for `silence` is dropped and started afresh, which lists again
+/// over a new connection.
+///
+/// A watch whose connection the network cut does not fail: it waits, and
+/// after the cut heals TCP may take tens of seconds (its retransmission
+/// back-off) to resume it. Only for kinds that change more often than
+/// `silence` when all is well.
+fn spawn_watch_restarting_when_silent<K>(
+    tasks: &mut JoinSet<()>,
+    api: Api<K>,
+    tx: mpsc::Sender<Input>,
+    wrap: fn(Change<K>) -> Input,
+    kind: &'static str,
+    silence: Duration,
+) where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    tasks.spawn(
+        async move {
+            // Restarts in a row without a delivery: one warning per outage.
+            let mut quiet_restarts = 0u32;
+            loop {
+                match watch(api.clone(), tx.clone(), wrap, Some(silence)).await {
+                    WatchEnd::Closed => return,
+                    WatchEnd::Silent { delivered: true } => quiet_restarts = 0,
+                    WatchEnd::Silent { delivered: false } => {}
+                }
+                if quiet_restarts == 0 {
+                    warn!(?silence, "watch silent; restarting it to list afresh");
+                } else {
+                    debug!(
+                        ?silence,
+                        restarts = quiet_restarts,
+                        "watch still silent; restarting it"
+                    );
+                }
+                quiet_restarts = quiet_restarts.saturating_add(1);
+                if tx.send(wrap(Change::Broken)).await.is_err() {
                     return;
                 }
             }
         }
         .instrument(info_span!("watch", kind)),
     );
+}
+
+/// Why [`watch`] returned.
+enum WatchEnd {
+    /// The decision loop is gone (or the watcher ended): stop.
+    Closed,
+    /// Nothing arrived for the silence bound; `delivered` says whether
+    /// anything arrived before.
+    Silent {
+        /// Whether the watch delivered anything at all.
+        delivered: bool,
+    },
+}
+
+/// Runs one watch, forwarding its changes, until the decision loop is gone
+/// or, with `silence`, until it has delivered nothing for that long.
+async fn watch<K>(
+    api: Api<K>,
+    tx: mpsc::Sender<Input>,
+    wrap: fn(Change<K>) -> Input,
+    silence: Option<Duration>,
+) -> WatchEnd
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    let mut stream = watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    let mut buffer: Option<Vec<K>> = None;
+    let mut delivered = false;
+    loop {
+        let ev = match silence {
+            Some(bound) => match tokio::time::timeout(bound, stream.next()).await {
+                Ok(ev) => ev,
+                Err(_) => return WatchEnd::Silent { delivered },
+            },
+            None => stream.next().await,
+        };
+        // The watcher retries forever; an end means shutdown.
+        let Some(ev) = ev else {
+            return WatchEnd::Closed;
+        };
+        delivered |= ev.is_ok();
+        let change = match ev {
+            Ok(WatchEvent::Apply(o)) => Change::Apply(o),
+            Ok(WatchEvent::Delete(o)) => Change::Delete(o),
+            Ok(WatchEvent::Init) => {
+                buffer = Some(Vec::new());
+                continue;
+            }
+            Ok(WatchEvent::InitApply(o)) => {
+                buffer.get_or_insert_with(Vec::new).push(o);
+                continue;
+            }
+            Ok(WatchEvent::InitDone) => {
+                debug!("watch listed");
+                Change::Resync(buffer.take().unwrap_or_default())
+            }
+            Err(e) => {
+                warn!(error = %e, "watch failed; retrying with backoff");
+                Change::Broken
+            }
+        };
+        if tx.send(wrap(change)).await.is_err() {
+            return WatchEnd::Closed;
+        }
+    }
 }
 
 /// Renews our lease every `lease_renew` and reports each success with the
@@ -511,6 +609,9 @@ async fn renew(
             .observe(sent_at.elapsed().as_secs_f64());
         match outcome {
             Ok(Ok(Some(rv))) => {
+                if held.is_none() {
+                    info!(lease = %lease_name, "own lease acquired");
+                }
                 held = Some(rv);
                 let renewed = Input::Renewed {
                     sent_at: sent_at.into_std(),

@@ -17,13 +17,31 @@ use tokio_util::sync::CancellationToken;
 /// Installs the global tracing subscriber: `RUST_LOG`-style filtering
 /// (default `info`), compact lines on stderr. Safe to call twice.
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let spec = filter_spec(std::env::var("RUST_LOG").ok().as_deref());
+    let filter = tracing_subscriber::EnvFilter::try_new(&spec)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter_spec(None)));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();
+}
+
+/// The log filter for `RUST_LOG` (`None`: unset). kube-leader-election
+/// logs at info on every attempt, "lease is held by … and has not yet
+/// expired" every two seconds on a standby; the components log leadership
+/// and acquisitions themselves, so its info lines are dropped unless
+/// `RUST_LOG` names the crate.
+fn filter_spec(rust_log: Option<&str>) -> String {
+    let spec = rust_log
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .unwrap_or("info");
+    if spec.contains("kube_leader_election") {
+        spec.to_string()
+    } else {
+        format!("{spec},kube_leader_election=warn")
+    }
 }
 
 /// Liveness and readiness as the component sees itself.
@@ -109,4 +127,26 @@ pub async fn cancel_on_signal(token: CancellationToken) {
         _ = token.cancelled() => {}
     }
     token.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_lock_chatter_is_filtered_unless_asked_for() {
+        assert_eq!(filter_spec(None), "info,kube_leader_election=warn");
+        assert_eq!(filter_spec(Some(" ")), "info,kube_leader_election=warn");
+        assert_eq!(
+            filter_spec(Some("debug")),
+            "debug,kube_leader_election=warn"
+        );
+        assert_eq!(
+            filter_spec(Some("info,kube_leader_election=debug")),
+            "info,kube_leader_election=debug"
+        );
+        for spec in [None, Some("l2lb=debug")] {
+            assert!(tracing_subscriber::EnvFilter::try_new(filter_spec(spec)).is_ok());
+        }
+    }
 }
