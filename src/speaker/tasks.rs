@@ -85,78 +85,10 @@ async fn run_inner(
     announcer.withdraw_all();
     config.metrics.fenced.set(1);
 
-    let (tx, mut rx) = mpsc::channel::<Input>(1024);
+    let (tx, rx) = mpsc::channel::<Input>(1024);
     let mut tasks = JoinSet::new();
-    let ns = config.namespace.as_str();
-    spawn_watch(
-        &mut tasks,
-        Api::<IPAddressPool>::namespaced(client.clone(), ns),
-        tx.clone(),
-        Input::Pool,
-        "pools",
-    );
-    spawn_watch(
-        &mut tasks,
-        Api::<L2Advertisement>::namespaced(client.clone(), ns),
-        tx.clone(),
-        Input::Advertisement,
-        "advertisements",
-    );
-    spawn_watch(
-        &mut tasks,
-        Api::<Node>::all(client.clone()),
-        tx.clone(),
-        Input::Node,
-        "nodes",
-    );
-    spawn_watch(
-        &mut tasks,
-        Api::<Service>::all(client.clone()),
-        tx.clone(),
-        Input::Service,
-        "services",
-    );
-    spawn_watch(
-        &mut tasks,
-        Api::<EndpointSlice>::all(client.clone()),
-        tx.clone(),
-        Input::Slice,
-        "endpointslices",
-    );
-    spawn_watch_restarting_when_silent(
-        &mut tasks,
-        Api::<Lease>::namespaced(client.clone(), ns),
-        tx.clone(),
-        Input::Lease,
-        "leases",
-        // Our own lease changes every `lease_renew`, so a lease watch this
-        // quiet is stalled; the core treats its view as stale after the
-        // same bound (see `Index::lease_view_stale`).
-        config.lease_duration - config.fence_margin,
-    );
-
-    let lease_name = format!("{SPEAKER_LEASE_PREFIX}{node}");
-    let lock_params = || LeaseLockParams {
-        lease_name: lease_name.clone(),
-        holder_id: node.clone(),
-        lease_ttl: config.lease_duration,
-    };
-    let renewer_stop = CancellationToken::new();
-    let (may_renew_tx, may_renew) = tokio::sync::watch::channel(false);
-    let renewer = tokio::spawn(
-        renew(
-            LeaseLock::new(client.clone(), ns, lock_params()),
-            Api::<Lease>::namespaced(client.clone(), ns),
-            lease_name.clone(),
-            own_interfaces.clone(),
-            config.clone(),
-            (tx.clone(), may_renew),
-            renewer_stop.clone(),
-        )
-        .instrument(info_span!("lease_renew", lease = %lease_name)),
-    );
-    drop(tx);
-
+    spawn_watchers(&client, &config, &tx, &mut tasks);
+    let renewer = Renewer::spawn(&client, &config, own_interfaces.clone(), tx);
     let (status_tx, status_rx) = mpsc::unbounded_channel();
     let status_stop = CancellationToken::new();
     let status_task = tokio::spawn(
@@ -170,107 +102,283 @@ async fn run_inner(
         .instrument(info_span!("status_writer")),
     );
 
-    let mut conflicts = announcer.subscribe_conflicts();
-    let mut core = Core::new(
+    let core = Core::new(
         node.clone(),
         config.timing(),
         Some(own_interfaces),
         config.default_interface.clone(),
     )
     .with_class(config.class);
-    // The Node's InternalIPs the default interface was last resolved for.
-    let mut resolved_for: Option<Vec<IpAddr>> = None;
-    let mut first_decision_sent = false;
-    let mut retry_at: Option<Instant> = None;
-    let result = loop {
-        let now = Instant::now();
-        if retry_at.is_some_and(|r| r <= now) {
-            retry_at = None;
-        }
-        if config.default_interface.is_none() {
-            resolve_default_interface(&mut core, &mut resolved_for);
-        }
-        let actions = core.decide(now.into_std());
-        let failed = execute(&core, &actions, announcer.as_ref(), &status_tx, &node);
-        for vip in &failed {
-            core.announce_failed(*vip);
-        }
-        if !failed.is_empty() {
-            retry_at = Some(now + ANNOUNCE_RETRY);
-        }
-        if core.synced(now.into_std()) && !first_decision_sent {
-            first_decision_sent = true;
-            let _ = status_tx.send(StatusMsg::FirstDecisionDone);
-        }
-        config
-            .metrics
-            .election_changes
-            .inc_by(actions.election_changes);
-        config
-            .metrics
-            .announced_vips
-            .set(core.announced().len() as i64);
-        let fenced = core.is_fenced(now.into_std());
-        may_renew_tx.send_if_modified(|v| {
-            let new = core.may_renew(now.into_std());
-            std::mem::replace(v, new) != new
-        });
-        config.metrics.fenced.set(i64::from(fenced));
-        config
-            .health
-            .set_ready(core.synced(now.into_std()) && !fenced);
-
-        let wake = [
-            core.next_wakeup(now.into_std()).map(Instant::from_std),
-            retry_at,
-        ]
-        .into_iter()
-        .flatten()
-        .min();
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break Ok(()),
-            input = rx.recv() => {
-                let Some(input) = input else {
-                    break Err(SpeakerError::TaskStopped { task: "watchers" });
-                };
-                let now = Instant::now().into_std();
-                core.apply(input, now);
-                // Take everything already queued, then decide once.
-                while let Ok(more) = rx.try_recv() {
-                    core.apply(more, now);
-                }
-            }
-            Some(conflict) = recv_conflict(&mut conflicts) => {
-                report_conflict(&core, &conflict, &status_tx, &node);
-            }
-            _ = sleep_until(wake) => {}
-        }
+    let mut decisions = DecisionLoop {
+        conflicts: announcer.subscribe_conflicts(),
+        core,
+        config: &config,
+        announcer: announcer.as_ref(),
+        status_tx: &status_tx,
+        may_renew: &renewer.may_renew,
+        resolved_for: None,
+        first_decision_sent: false,
+        retry_at: None,
     };
+    let result = decisions.run(rx, &shutdown).await;
 
     // Graceful hand-over: stop answering first, then tell peers.
-    config.health.set_ready(false);
-    core.stop();
-    let actions = core.decide(Instant::now().into_std());
-    execute(&core, &actions, announcer.as_ref(), &status_tx, &node);
-    announcer.withdraw_all();
-    config.metrics.announced_vips.set(0);
-    renewer_stop.cancel();
-    let _ = renewer.await;
-    let release = LeaseLock::new(client.clone(), ns, lock_params());
-    match tokio::time::timeout(config.lease_duration, release.step_down()).await {
-        Ok(Ok(())) => info!(lease = %lease_name, "lease released"),
-        Ok(Err(e)) => {
-            warn!(lease = %lease_name, error = %e, "releasing lease failed; peers take over after lease expiry")
-        }
-        Err(_) => {
-            warn!(lease = %lease_name, "releasing lease timed out; peers take over after lease expiry")
-        }
-    }
+    decisions.withdraw_everything();
+    renewer.stop_and_release(&client, &config).await;
     status_stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(2), status_task).await;
     tasks.shutdown().await;
     result
+}
+
+/// Starts one watch per kind the core reads, all feeding `tx`.
+fn spawn_watchers(
+    client: &Client,
+    config: &SpeakerConfig,
+    tx: &mpsc::Sender<Input>,
+    tasks: &mut JoinSet<()>,
+) {
+    let ns = config.namespace.as_str();
+    let c = || client.clone();
+    spawn_watch(
+        tasks,
+        Api::<IPAddressPool>::namespaced(c(), ns),
+        tx.clone(),
+        Input::Pool,
+        "pools",
+    );
+    spawn_watch(
+        tasks,
+        Api::<L2Advertisement>::namespaced(c(), ns),
+        tx.clone(),
+        Input::Advertisement,
+        "advertisements",
+    );
+    spawn_watch(
+        tasks,
+        Api::<Node>::all(c()),
+        tx.clone(),
+        Input::Node,
+        "nodes",
+    );
+    spawn_watch(
+        tasks,
+        Api::<Service>::all(c()),
+        tx.clone(),
+        Input::Service,
+        "services",
+    );
+    spawn_watch(
+        tasks,
+        Api::<EndpointSlice>::all(c()),
+        tx.clone(),
+        Input::Slice,
+        "endpointslices",
+    );
+    spawn_watch_restarting_when_silent(
+        tasks,
+        Api::<Lease>::namespaced(c(), ns),
+        tx.clone(),
+        Input::Lease,
+        "leases",
+        // Our own lease changes every `lease_renew`, so a lease watch this
+        // quiet is stalled; the core treats its view as stale after the
+        // same bound (see `Index::lease_view_stale`).
+        config.lease_duration - config.fence_margin,
+    );
+}
+
+/// The task renewing our own lease, and what the decision loop tells it.
+struct Renewer {
+    /// The renewal task.
+    task: tokio::task::JoinHandle<()>,
+    /// Stops the renewal task (before the lease is released).
+    stop: CancellationToken,
+    /// Whether renewing is useful now (see `Core::may_renew`).
+    may_renew: tokio::sync::watch::Sender<bool>,
+    /// Our lease's name.
+    lease_name: String,
+}
+
+impl Renewer {
+    /// Starts renewing our lease; successes are reported on `tx`.
+    fn spawn(
+        client: &Client,
+        config: &SpeakerConfig,
+        interfaces: BTreeSet<String>,
+        tx: mpsc::Sender<Input>,
+    ) -> Self {
+        let lease_name = format!("{SPEAKER_LEASE_PREFIX}{}", config.node_name);
+        let ns = config.namespace.as_str();
+        let stop = CancellationToken::new();
+        let (may_renew, may_renew_rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(
+            renew(
+                LeaseLock::new(client.clone(), ns, lock_params(config)),
+                Api::<Lease>::namespaced(client.clone(), ns),
+                lease_name.clone(),
+                interfaces,
+                config.clone(),
+                (tx, may_renew_rx),
+                stop.clone(),
+            )
+            .instrument(info_span!("lease_renew", lease = %lease_name)),
+        );
+        Self {
+            task,
+            stop,
+            may_renew,
+            lease_name,
+        }
+    }
+
+    /// Stops renewing, then releases the lease so peers take over at once
+    /// instead of after its expiry.
+    async fn stop_and_release(self, client: &Client, config: &SpeakerConfig) {
+        self.stop.cancel();
+        let _ = self.task.await;
+        let lease_name = self.lease_name;
+        let release = LeaseLock::new(client.clone(), &config.namespace, lock_params(config));
+        match tokio::time::timeout(config.lease_duration, release.step_down()).await {
+            Ok(Ok(())) => info!(lease = %lease_name, "lease released"),
+            Ok(Err(e)) => {
+                warn!(lease = %lease_name, error = %e, "releasing lease failed; peers take over after lease expiry")
+            }
+            Err(_) => {
+                warn!(lease = %lease_name, "releasing lease timed out; peers take over after lease expiry")
+            }
+        }
+    }
+}
+
+/// `LeaseLock` parameters of our own lease.
+fn lock_params(config: &SpeakerConfig) -> LeaseLockParams {
+    LeaseLockParams {
+        lease_name: format!("{SPEAKER_LEASE_PREFIX}{}", config.node_name),
+        holder_id: config.node_name.clone(),
+        lease_ttl: config.lease_duration,
+    }
+}
+
+/// The decision loop: owns the core, decides on every input or deadline
+/// and carries the actions out at once; never awaits the API server.
+struct DecisionLoop<'a> {
+    /// The decisions.
+    core: Core,
+    /// Flags, metrics and health.
+    config: &'a SpeakerConfig,
+    /// The dataplane.
+    announcer: &'a dyn Announcer,
+    /// Status objects and Events, written asynchronously.
+    status_tx: &'a mpsc::UnboundedSender<StatusMsg>,
+    /// Tells the renewer whether renewing is useful.
+    may_renew: &'a tokio::sync::watch::Sender<bool>,
+    /// Conflicts the dataplane detects.
+    conflicts: Option<mpsc::UnboundedReceiver<IpConflict>>,
+    /// The Node's InternalIPs the default interface was last resolved for.
+    resolved_for: Option<Vec<IpAddr>>,
+    /// Whether the status writer was told the first synced decision is done.
+    first_decision_sent: bool,
+    /// When to retry announces that failed.
+    retry_at: Option<Instant>,
+}
+
+impl DecisionLoop<'_> {
+    /// Decides until `shutdown`, or until the inputs end (a task died).
+    async fn run(
+        &mut self,
+        mut rx: mpsc::Receiver<Input>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), SpeakerError> {
+        loop {
+            let wake = self.step(Instant::now());
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return Ok(()),
+                input = rx.recv() => {
+                    let Some(input) = input else {
+                        return Err(SpeakerError::TaskStopped { task: "watchers" });
+                    };
+                    let now = Instant::now().into_std();
+                    self.core.apply(input, now);
+                    // Take everything already queued, then decide once.
+                    while let Ok(more) = rx.try_recv() {
+                        self.core.apply(more, now);
+                    }
+                }
+                Some(conflict) = recv_conflict(&mut self.conflicts) => {
+                    report_conflict(&self.core, &conflict, self.status_tx, &self.config.node_name);
+                }
+                _ = sleep_until(wake) => {}
+            }
+        }
+    }
+
+    /// Decides at `now`, carries the actions out, publishes the speaker's
+    /// state; returns when to decide again with no new input.
+    fn step(&mut self, now: Instant) -> Option<Instant> {
+        let config = self.config;
+        if self.retry_at.is_some_and(|r| r <= now) {
+            self.retry_at = None;
+        }
+        if config.default_interface.is_none() {
+            resolve_default_interface(&mut self.core, &mut self.resolved_for);
+        }
+        let std_now = now.into_std();
+        let actions = self.core.decide(std_now);
+        let failed = execute(
+            &self.core,
+            &actions,
+            self.announcer,
+            self.status_tx,
+            &config.node_name,
+        );
+        for vip in &failed {
+            self.core.announce_failed(*vip);
+        }
+        if !failed.is_empty() {
+            self.retry_at = Some(now + ANNOUNCE_RETRY);
+        }
+        let synced = self.core.synced(std_now);
+        if synced && !self.first_decision_sent {
+            self.first_decision_sent = true;
+            let _ = self.status_tx.send(StatusMsg::FirstDecisionDone);
+        }
+        let fenced = self.core.is_fenced(std_now);
+        let may_renew = self.core.may_renew(std_now);
+        self.may_renew
+            .send_if_modified(|v| std::mem::replace(v, may_renew) != may_renew);
+        let metrics = &config.metrics;
+        metrics.election_changes.inc_by(actions.election_changes);
+        metrics
+            .announced_vips
+            .set(self.core.announced().len() as i64);
+        metrics.fenced.set(i64::from(fenced));
+        config.health.set_ready(synced && !fenced);
+        [
+            self.core.next_wakeup(std_now).map(Instant::from_std),
+            self.retry_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Stops answering for everything, first of all on shutdown.
+    fn withdraw_everything(&mut self) {
+        self.config.health.set_ready(false);
+        self.core.stop();
+        let actions = self.core.decide(Instant::now().into_std());
+        execute(
+            &self.core,
+            &actions,
+            self.announcer,
+            self.status_tx,
+            &self.config.node_name,
+        );
+        self.announcer.withdraw_all();
+        self.config.metrics.announced_vips.set(0);
+    }
 }
 
 /// Points the core's default interface at the interface holding the Node's
