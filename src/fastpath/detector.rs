@@ -697,6 +697,12 @@ impl Detector {
         self.next_heartbeat = now;
     }
 
+    /// Every dead mark, members or not (the simulation watches verdicts).
+    #[cfg(test)]
+    pub(crate) fn dead_marks(&self) -> &BTreeMap<String, DeadPeer> {
+        &self.dead
+    }
+
     fn lease_incarnation(&self, node: &str) -> Option<u64> {
         self.members.get(node).copied().flatten()
     }

@@ -15,6 +15,8 @@
 //! kube, tokio or a component.
 
 pub mod detector;
+#[cfg(test)]
+mod sim;
 pub mod wire;
 
 pub use detector::{
