@@ -11,6 +11,7 @@ pub mod bench;
 pub mod cluster;
 pub mod controller;
 pub mod election;
+pub mod fastpath;
 #[cfg(test)]
 pub(crate) mod fixtures;
 pub mod flags;

@@ -30,6 +30,7 @@ fn pure(path: &str) -> bool {
         || path == "labels.rs"
         || path == "l2/wire.rs"
         || path == "l2/decide.rs"
+        || under(path, "fastpath")
 }
 
 const RULES: &[Rule] = &[
