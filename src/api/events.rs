@@ -49,6 +49,26 @@ impl Reason {
     }
 }
 
+impl Reason {
+    /// The Event to record for this reason with `note`; `action` says what
+    /// the component was doing (the controller allocates; a speaker's
+    /// action is the reason itself).
+    pub fn event(self, note: String, action: &str) -> kube::runtime::events::Event {
+        use kube::runtime::events::{Event, EventType};
+        Event {
+            type_: if self.is_warning() {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: self.to_string(),
+            note: Some(note),
+            action: action.to_string(),
+            secondary: None,
+        }
+    }
+}
+
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

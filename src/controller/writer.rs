@@ -16,7 +16,7 @@ use crate::api::events::Reason;
 use crate::model::{self, ServiceKey};
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
@@ -336,17 +336,7 @@ async fn publish(recorder: &Recorder, event: QueuedEvent) {
         reason,
         note,
     } = event;
-    let ev = Event {
-        type_: if reason.is_warning() {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        },
-        reason: reason.to_string(),
-        note: Some(note),
-        action: "Allocate".into(),
-        secondary: None,
-    };
+    let ev = reason.event(note, "Allocate");
     let regarding = service.object_ref(&());
     let request = recorder.publish(&ev, &regarding);
     if let Err(e) = crate::cluster::with_timeout(super::REQUEST_TIMEOUT, request).await {

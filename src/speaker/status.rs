@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Recorder, Reporter};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -314,17 +314,7 @@ async fn write_absent(api: &Api<ServiceL2Status>, name: &str) -> Result<(), kube
 }
 
 async fn publish(recorder: &Recorder, (regarding, reason, note): EventMsg) {
-    let ev = Event {
-        type_: if reason.is_warning() {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        },
-        reason: reason.to_string(),
-        note: Some(note),
-        action: reason.to_string(),
-        secondary: None,
-    };
+    let ev = reason.event(note, reason.as_str());
     if let Err(e) = with_timeout(REQUEST_TIMEOUT, recorder.publish(&ev, &regarding)).await {
         debug!(%reason, error = %e, "publishing Event failed");
     }
