@@ -21,6 +21,13 @@ use std::time::Duration;
 #[error("no answer from the API server within {0:?}")]
 pub struct RequestTimedOut(pub Duration);
 
+impl RequestTimedOut {
+    /// Whether `e` is a request that ran out of time (see [`with_timeout`]).
+    pub fn is(e: &kube::Error) -> bool {
+        matches!(e, kube::Error::Service(inner) if inner.is::<RequestTimedOut>())
+    }
+}
+
 /// Runs one API request with a deadline; past it the request is dropped
 /// and fails with [`RequestTimedOut`] (as a `kube::Error::Service`, so
 /// callers handle it like any transport error: log, retry).
@@ -30,6 +37,11 @@ pub struct RequestTimedOut(pub Duration);
 /// (and kube's default client has no read timeout). Dropping the request
 /// drops its connection; the retry gets a fresh one. Never wrap a watch:
 /// it streams for minutes by design.
+///
+/// A request given up on may still arrive: the kernel goes on sending a
+/// closed connection's data for a minute or two, and the API server then
+/// executes it. Callers make such late arrivals harmless (writes
+/// conditional on a resourceVersion) or check afterwards.
 pub async fn with_timeout<T>(
     deadline: Duration,
     request: impl Future<Output = Result<T, kube::Error>>,
@@ -85,10 +97,7 @@ mod tests {
         let deadline = Duration::from_millis(20);
         let hung = std::future::pending::<Result<(), kube::Error>>();
         let err = with_timeout(deadline, hung).await.unwrap_err();
-        assert!(
-            matches!(&err, kube::Error::Service(e) if e.is::<RequestTimedOut>()),
-            "{err}"
-        );
+        assert!(RequestTimedOut::is(&err), "{err}");
         assert!(
             err.to_string()
                 .contains("no answer from the API server within 20ms")

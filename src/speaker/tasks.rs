@@ -632,7 +632,8 @@ where
         let Some(ev) = ev else {
             return WatchEnd::Closed;
         };
-        delivered |= ev.is_ok();
+        // `Init` comes before any request is answered: it proves nothing.
+        delivered |= matches!(&ev, Ok(e) if !matches!(e, WatchEvent::Init));
         let change = match ev {
             Ok(WatchEvent::Apply(o)) => Change::Apply(o),
             Ok(WatchEvent::Delete(o)) => Change::Delete(o),
