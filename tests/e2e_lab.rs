@@ -10,7 +10,7 @@ mod fixtures;
 
 use k8s_openapi::api::core::v1::Service;
 use l2lb::lab::net::{Capture, require_netns};
-use l2lb::lab::probe::{Probe, double_answers};
+use l2lb::lab::probe::double_answers;
 use l2lb::lab::world::{Lab, LabOptions};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -370,17 +370,7 @@ async fn a_node_cut_from_the_api_server_goes_quiet_before_a_peer_answers() {
     })
     .await;
 
-    let c = lab.client_host().clone();
-    let cap = c
-        .capture(&lab.lan, &lab.opts.log_dir.join("fence.pcap"))
-        .unwrap();
-    let probe = Probe::arp(
-        c.command("arping"),
-        &c.iface,
-        vip,
-        Duration::from_millis(10),
-    )
-    .unwrap();
+    let (cap, probe) = lab.watch_from_client(vip, "fence").unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // Only the API server becomes unreachable from the owner; its LAN link,

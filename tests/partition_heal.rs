@@ -10,7 +10,7 @@
 
 use k8s_openapi::api::core::v1::Service;
 use l2lb::lab::net::{Host, require_netns};
-use l2lb::lab::probe::{Probe, WireAnswers, switch_after, wire_answers};
+use l2lb::lab::probe::{WireAnswers, switch_after, wire_answers};
 use l2lb::lab::proxy::DelayProxy;
 use l2lb::lab::world::{API_PORT, Lab, LabOptions};
 use std::collections::BTreeSet;
@@ -185,16 +185,7 @@ async fn heal_with_a_slow_successor_never_answers_twice() {
     ];
     let log_from: Vec<u64> = logs.iter().map(|l| log_len(&lab, l)).collect();
     let c = lab.client_host().clone();
-    let cap = c
-        .capture(&lab.lan, &lab.opts.log_dir.join("heal.pcap"))
-        .unwrap();
-    let probe = Probe::arp(
-        c.command("arping"),
-        &c.iface,
-        vip,
-        Duration::from_millis(10),
-    )
-    .unwrap();
+    let (cap, probe) = lab.watch_from_client(vip, "heal").unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     api_rule(&lab, &o_host, "-I", Cut::Everything);
@@ -277,16 +268,7 @@ async fn status_follows_the_answering_node_within_seconds_of_a_long_cut() {
     let o_host = lab.node(o).clone();
     let o_mac = lab.mac_of(o);
     let c = lab.client_host().clone();
-    let cap = c
-        .capture(&lab.lan, &lab.opts.log_dir.join("long-cut.pcap"))
-        .unwrap();
-    let probe = Probe::arp(
-        c.command("arping"),
-        &c.iface,
-        vip,
-        Duration::from_millis(10),
-    )
-    .unwrap();
+    let (cap, probe) = lab.watch_from_client(vip, "long-cut").unwrap();
 
     api_rule(&lab, &o_host, "-I", Cut::AfterHandshake);
     let cut = Instant::now();

@@ -246,6 +246,26 @@ impl Lab {
         &self.lan.clients()[0]
     }
 
+    /// What a LAN client sees of `vip` from now on: every frame at the
+    /// client, captured into `<log_dir>/<name>.pcap`, and an ARP request
+    /// every 10 ms whose answers are the probe's samples.
+    pub fn watch_from_client(
+        &self,
+        vip: IpAddr,
+        name: &str,
+    ) -> Result<(super::net::Capture, super::probe::Probe), LabError> {
+        let c = self.client_host();
+        let pcap = self.opts.log_dir.join(format!("{name}.pcap"));
+        let capture = c.capture(&self.lan, &pcap)?;
+        let interval = Duration::from_millis(10);
+        let probe = super::probe::Probe::arp(c.command("arping"), &c.iface, vip, interval)
+            .map_err(|source| LabError::Io {
+                context: format!("starting arping for {vip}"),
+                source,
+            })?;
+        Ok((capture, probe))
+    }
+
     /// Index of the node named `name`.
     pub fn node_index(&self, name: &str) -> Option<usize> {
         self.lan.nodes().iter().position(|h| h.name == name)
