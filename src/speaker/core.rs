@@ -554,6 +554,18 @@ mod tests {
         core_with(me, t0, TIMING)
     }
 
+    /// [`core`] with a takeover delay.
+    fn core_delayed(me: &str, t0: Instant, takeover_delay: Duration) -> Core {
+        core_with(
+            me,
+            t0,
+            Timing {
+                takeover_delay,
+                ..TIMING
+            },
+        )
+    }
+
     fn core_with(me: &str, t0: Instant, timing: Timing) -> Core {
         let mut c = Core::new(me, timing, None, Some("eth0".into()));
         c.apply(
@@ -927,14 +939,7 @@ mod tests {
     fn rejoining_node_waits_before_taking_from_live_peers() {
         let t0 = Instant::now();
         let delay = Duration::from_millis(300);
-        let mut a = core_with(
-            "node-a",
-            t0,
-            Timing {
-                takeover_delay: delay,
-                ..TIMING
-            },
-        );
+        let mut a = core_delayed("node-a", t0, delay);
         // node-b and node-c are live; node-a's own lease is stale, so it joins now.
         a.apply(Input::Renewed { sent_at: t0 }, t0);
         assert!(a.decide(t0).announce.is_empty());
@@ -945,14 +950,7 @@ mod tests {
             .count();
         assert_eq!(a.decide(t0 + delay).announce.len(), mine);
         // With no live peer to take over from, there is nothing to wait for.
-        let mut lone = core_with(
-            "node-a",
-            t0,
-            Timing {
-                takeover_delay: delay,
-                ..TIMING
-            },
-        );
+        let mut lone = core_delayed("node-a", t0, delay);
         for n in ["node-b", "node-c"] {
             lone.apply(Input::Lease(Change::Delete(lease(n, n, ""))), t0);
         }
@@ -1003,14 +1001,7 @@ mod tests {
     /// VIPs, and the cut heals.
     fn cut_and_heal(delay: Duration) -> (Core, Instant, Instant, BTreeSet<IpAddr>) {
         let t0 = Instant::now();
-        let mut a = core_with(
-            "node-a",
-            t0,
-            Timing {
-                takeover_delay: delay,
-                ..TIMING
-            },
-        );
+        let mut a = core_delayed("node-a", t0, delay);
         a.apply(Input::Renewed { sent_at: t0 }, t0);
         let mine: BTreeSet<IpAddr> = a
             .decide(t0 + delay)
