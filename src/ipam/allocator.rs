@@ -67,6 +67,7 @@ pub(crate) fn share_check(
                 service,
                 ip,
                 holder: holder.clone(),
+                prefix: req.hint_prefix,
             });
         }
     }
@@ -408,6 +409,7 @@ impl Allocator {
         if candidates.is_empty() {
             return Err(AllocError::NoPoolAdmits {
                 service: req.key.clone(),
+                prefix: req.hint_prefix,
             });
         }
         self.try_pools(req, &wanted, &candidates, prefer)

@@ -18,6 +18,8 @@ mod lookup;
 mod pool;
 
 #[cfg(test)]
+mod metallb_cases;
+#[cfg(test)]
 mod proptests;
 #[cfg(test)]
 mod tests;
@@ -242,6 +244,9 @@ pub struct ServiceRequest {
     pub ports: Vec<(Protocol, u16)>,
     /// `Some(pod selector)` when `externalTrafficPolicy: Local`.
     pub local_selector: Option<Labels>,
+    /// The annotation prefix the Service uses; hints in errors name
+    /// annotations with it.
+    pub hint_prefix: HintPrefix,
 }
 
 impl ServiceRequest {
@@ -260,6 +265,7 @@ impl ServiceRequest {
             sharing_key: None,
             ports: Vec::new(),
             local_selector: None,
+            hint_prefix: HintPrefix::L2lb,
         }
     }
 
@@ -278,6 +284,41 @@ impl ServiceRequest {
             }
             FamilyPolicy::RequireDualStack => vec![primary, primary.other()],
         }
+    }
+}
+
+/// The annotation prefix a Service spells its settings with, so that hints
+/// in errors name annotations the user recognises. One byte, to keep
+/// [`AllocError`] small.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum HintPrefix {
+    /// `l2lb.io/` (also when the Service uses no annotation).
+    #[default]
+    L2lb,
+    /// `metallb.io/`.
+    Metallb,
+    /// `metallb.universe.tf/` (MetalLB's deprecated spelling).
+    MetallbUniverse,
+}
+
+impl HintPrefix {
+    /// The prefix `s`, ours for anything else.
+    pub fn from_prefix(s: &str) -> Self {
+        match s {
+            "metallb.io/" => Self::Metallb,
+            "metallb.universe.tf/" => Self::MetallbUniverse,
+            _ => Self::L2lb,
+        }
+    }
+}
+
+impl fmt::Display for HintPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::L2lb => "l2lb.io/",
+            Self::Metallb => "metallb.io/",
+            Self::MetallbUniverse => "metallb.universe.tf/",
+        })
     }
 }
 
