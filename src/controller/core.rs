@@ -312,11 +312,43 @@ impl Core {
         let before = self.alloc.assignment(key).cloned();
         actions.extend(
             match self.allocate_keeping_published(svc, before.is_none(), ns_labels) {
-                Ok(assignment) => self.on_allocated(key, svc, before, assignment, starting),
+                Ok(assignment) => {
+                    let mut done = self.replaced_faulty_status(key, svc, &before, &assignment);
+                    done.extend(self.on_allocated(key, svc, before, assignment, starting));
+                    done
+                }
                 Err(failure) => self.on_failed(key, svc, failure),
             },
         );
         actions
+    }
+
+    /// A Service that held nothing and had addresses in its status that
+    /// could not be kept (another controller or a user wrote them) is told
+    /// what was wrong with them when they are replaced.
+    fn replaced_faulty_status(
+        &self,
+        key: &ServiceKey,
+        svc: &Arc<Service>,
+        before: &Option<Assignment>,
+        assignment: &Assignment,
+    ) -> Vec<Action> {
+        let published = convert::ingress_ips(svc);
+        if before.is_some() || published.is_empty() || published == assignment.ips {
+            return Vec::new();
+        }
+        let Some(problem) = self.published_fault(key, &published) else {
+            return Vec::new();
+        };
+        vec![Action::Event {
+            service: Arc::clone(svc),
+            reason: Reason::ClearAssignment,
+            note: format!(
+                "replaced {} in status with {}: {problem}",
+                join(&published),
+                join(&assignment.ips)
+            ),
+        }]
     }
 
     /// MetalLB warns that `metallb.universe.tf/` annotations are deprecated;
