@@ -796,7 +796,6 @@ fn scope_namespaces_and_namespace_selectors_each_admit() {
         namespace_selectors: vec![Selector::from_match_labels(&labels(&[("team", "x")]))],
         ..Default::default()
     };
-    let a = alloc_with(vec![scoped("p", "10.0.0.0/28", None, scope.clone())]);
     let mut listed = ServiceRequest::new("prod", "s");
     assert!(scope.admits(&listed), "a listed namespace is enough");
     let mut labelled = ServiceRequest::new("dev", "s");
@@ -814,7 +813,6 @@ fn scope_namespaces_and_namespace_selectors_each_admit() {
     assert!(!narrow.admits(&listed));
     listed.labels = labels(&[("app", "web")]);
     assert!(narrow.admits(&listed));
-    drop(a);
 }
 
 /// Two sharers of the single address 10.0.0.1, on TCP 80 and 81.
@@ -827,11 +825,14 @@ fn two_sharers(addresses: &[&str]) -> (Allocator, ServiceRequest, ServiceRequest
     (a, x, y)
 }
 
+/// A named change to a sharer's request that breaks sharing.
+type Breaker = (&'static str, Box<dyn Fn(&mut ServiceRequest)>);
+
 #[test]
 fn a_change_that_breaks_sharing_loses_the_address_when_nothing_else_is_free() {
     let x_key = ServiceKey::new("default", "x");
     let y_key = ServiceKey::new("default", "y");
-    let breakers: Vec<(&str, Box<dyn Fn(&mut ServiceRequest)>)> = vec![
+    let breakers: Vec<Breaker> = vec![
         ("same port", Box::new(|r| r.ports = vec![TCP80])),
         (
             "other key",
