@@ -17,8 +17,9 @@ pub struct ApiError {
     pub reason: &'static str,
     /// Human-readable message, worded like the real API server's.
     pub message: String,
-    /// `details.name`, `details.kind` and `details.group` where known.
-    pub details: Option<(String, String, String)>,
+    /// `details.name`, `details.kind` and `details.group` where known
+    /// (boxed: errors travel in every `Result` of the store).
+    pub details: Option<Box<(String, String, String)>>,
     /// `details.causes`: the field errors of a 422, which kubectl prints one per line.
     pub causes: Vec<Cause>,
 }
@@ -130,7 +131,11 @@ impl ApiError {
     }
 
     fn with_details(mut self, name: &str, plural: &str, group: &str) -> Self {
-        self.details = Some((name.to_string(), plural.to_string(), group.to_string()));
+        self.details = Some(Box::new((
+            name.to_string(),
+            plural.to_string(),
+            group.to_string(),
+        )));
         self
     }
 
@@ -291,7 +296,8 @@ impl ApiError {
             "reason": self.reason,
             "code": self.code,
         });
-        if let Some((name, kind, group)) = &self.details {
+        if let Some(details) = &self.details {
+            let (name, kind, group) = &**details;
             let mut d = json!({ "name": name, "kind": kind });
             if !group.is_empty() {
                 d["group"] = json!(group);

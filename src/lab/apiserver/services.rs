@@ -179,9 +179,9 @@ pub fn prepare(mut svc: Value, old: Option<&Value>, used: &Allocated) -> Result<
         let new_ip = spec.get("clusterIP").and_then(Value::as_str).unwrap_or("");
         if new_ip.is_empty() {
             spec.insert("clusterIP".into(), json!(old_cluster_ips[0]));
-            if !spec
+            if spec
                 .get("clusterIPs")
-                .is_some_and(|v| v.as_array().is_some_and(|a| !a.is_empty()))
+                .is_none_or(|v| v.as_array().is_none_or(Vec::is_empty))
             {
                 spec.insert("clusterIPs".into(), json!(old_cluster_ips));
             }
