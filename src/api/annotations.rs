@@ -16,6 +16,12 @@ pub const ADDRESS_POOL: &str = "address-pool";
 pub const LOAD_BALANCER_IPS: &str = "loadBalancerIPs";
 /// Annotation with the sharing key that lets Services share one IP.
 pub const ALLOW_SHARED_IP: &str = "allow-shared-ip";
+/// The settings, without prefix.
+const NAMES: [&str; 3] = [ADDRESS_POOL, LOAD_BALANCER_IPS, ALLOW_SHARED_IP];
+/// MetalLB's old prefix: still read, but MetalLB warns it is deprecated.
+pub const DEPRECATED_PREFIX: &str = "metallb.universe.tf/";
+/// The prefix MetalLB asks users to move to from [`DEPRECATED_PREFIX`].
+pub const METALLB_PREFIX: &str = "metallb.io/";
 
 /// What a Service asks of l2lb through annotations and `spec.loadBalancerIP`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -26,6 +32,32 @@ pub struct ServiceAnnotations {
     pub ips: Vec<IpAddr>,
     /// Sharing key: Services with equal keys may share an IP.
     pub sharing_key: Option<String>,
+    /// The prefix this Service spells its settings with (ours when it uses
+    /// none), so hints in messages name annotations the user recognises.
+    pub prefix: &'static str,
+}
+
+/// The prefix a Service spells its l2lb settings with: the first of
+/// [`PREFIXES`] that any of its settings uses, ours when it uses none.
+pub fn prefix_in_use(annotations: &BTreeMap<String, String>) -> &'static str {
+    PREFIXES
+        .into_iter()
+        .find(|prefix| {
+            NAMES
+                .iter()
+                .any(|name| annotations.contains_key(&format!("{prefix}{name}")))
+        })
+        .unwrap_or(PREFIXES[0])
+}
+
+/// The Service's settings spelled with the deprecated
+/// `metallb.universe.tf/` prefix, sorted.
+pub fn deprecated_keys(annotations: &BTreeMap<String, String>) -> Vec<String> {
+    NAMES
+        .iter()
+        .map(|name| format!("{DEPRECATED_PREFIX}{name}"))
+        .filter(|key| annotations.contains_key(key))
+        .collect()
 }
 
 /// Why a Service's annotations cannot be honoured. Messages name the
@@ -166,6 +198,7 @@ pub fn parse(
         pool,
         ips,
         sharing_key,
+        prefix: prefix_in_use(annotations),
     })
 }
 
@@ -212,6 +245,21 @@ mod tests {
         let err = parse(&diff, None).unwrap_err();
         assert!(matches!(err, AnnotationError::Conflicting { .. }));
         assert!(err.to_string().contains("metallb.universe.tf/address-pool"));
+    }
+
+    #[test]
+    fn the_prefix_in_use_and_deprecated_keys_are_found() {
+        assert_eq!(prefix_in_use(&ann(&[("app", "x")])), "l2lb.io/");
+        let mixed = ann(&[
+            ("metallb.universe.tf/allow-shared-ip", "k"),
+            ("metallb.io/address-pool", "p"),
+        ]);
+        assert_eq!(prefix_in_use(&mixed), "metallb.io/");
+        assert_eq!(
+            deprecated_keys(&mixed),
+            vec!["metallb.universe.tf/allow-shared-ip".to_string()]
+        );
+        assert!(deprecated_keys(&ann(&[("metallb.universe.tf/other", "x")])).is_empty());
     }
 
     #[test]

@@ -15,6 +15,9 @@ pub enum Reason {
     IpReleased,
     /// Controller: a published address had to be withdrawn (conflict or pool removal).
     ClearAssignment,
+    /// Controller: the Service uses a deprecated annotation spelling
+    /// (`metallb.universe.tf/`); it still works. Once per Service.
+    DeprecatedAnnotation,
     /// Speaker: this node started announcing the Service.
     NodeAssigned,
     /// Speaker: this node owns a VIP of the Service but could not announce it.
@@ -31,6 +34,7 @@ impl Reason {
             Reason::AllocationFailed => "AllocationFailed",
             Reason::IpReleased => "IPReleased",
             Reason::ClearAssignment => "ClearAssignment",
+            Reason::DeprecatedAnnotation => "DeprecatedAnnotation",
             Reason::NodeAssigned => "nodeAssigned",
             Reason::AnnounceFailed => "announceFailed",
             Reason::IpConflict => "ipConflict",
@@ -43,6 +47,7 @@ impl Reason {
             self,
             Reason::AllocationFailed
                 | Reason::ClearAssignment
+                | Reason::DeprecatedAnnotation
                 | Reason::AnnounceFailed
                 | Reason::IpConflict
         )

@@ -10,9 +10,11 @@
 //! (`pool_status.rs`) from the allocator this core keeps.
 
 use crate::api::IPAddressPool;
-use crate::api::annotations::AnnotationError;
+use crate::api::annotations::{self, AnnotationError};
 use crate::api::events::Reason;
-use crate::ipam::{AllocError, Allocator, Assignment, PoolSpec, ServiceKey, ServiceRequest};
+use crate::ipam::{
+    AllocError, Allocator, Assignment, Family, PoolSpec, ServiceKey, ServiceRequest,
+};
 use crate::labels::Labels;
 use crate::model::{self as convert, ClassFilter, ConvertError, PoolSpecs};
 use k8s_openapi::api::core::v1::Service;
@@ -91,10 +93,15 @@ pub struct Core {
     /// Pools whose `serviceAllocation` could not be parsed, with the reason.
     /// They keep serving existing and explicitly requested addresses.
     malformed_pools: BTreeMap<String, ConvertError>,
-    /// Whether any pool object exists. With none (a fresh install whose
-    /// pools are not applied yet) published addresses are left alone rather
-    /// than wiped (MetalLB #2887).
-    have_pools: bool,
+    /// Whether any pool object has been seen during this term. Until one
+    /// is (a fresh install whose pools are not applied yet, or a start with
+    /// an empty pool list) published addresses are left alone rather than
+    /// wiped (MetalLB #2887). Once pools have been seen, deleting them is a
+    /// real change: addresses they held are cleared like any other.
+    pools_seen: bool,
+    /// Services already told that they use deprecated annotations (once
+    /// per Service and term, not on every resync).
+    warned_deprecated: BTreeSet<ServiceKey>,
 }
 
 /// Looks up a namespace's labels.
@@ -109,7 +116,8 @@ impl Core {
             failures: HashMap::new(),
             pending: BTreeSet::new(),
             malformed_pools: BTreeMap::new(),
-            have_pools: false,
+            pools_seen: false,
+            warned_deprecated: BTreeSet::new(),
         }
     }
 
@@ -125,7 +133,7 @@ impl Core {
     }
 
     fn pool_specs(&mut self, pools: &[Arc<IPAddressPool>]) -> Vec<PoolSpec> {
-        self.have_pools = !pools.is_empty();
+        self.pools_seen |= !pools.is_empty();
         let converted = PoolSpecs::from_pools(pools.iter().map(|p| &**p));
         // A malformed pool is kept so its Services keep their addresses;
         // only automatic assignment stops until it is fixed.
@@ -151,11 +159,23 @@ impl Core {
         let mut ours: Vec<&Arc<Service>> =
             services.iter().filter(|s| self.class.is_ours(s)).collect();
         ours.sort_by_key(|s| age_order(s));
-        let claims = ours
-            .iter()
-            .filter_map(|svc| published_claim(svc, ns_labels))
-            .collect();
+        let mut claims = Vec::new();
+        let mut malformed = HashMap::new();
+        for svc in &ours {
+            let Some((req, ips)) = published_claim(svc, ns_labels) else {
+                continue;
+            };
+            match too_many_per_family(&ips) {
+                Some(problem) if self.pools_seen => {
+                    let note = format!("published address {} withdrawn: {problem}", join(&ips));
+                    tracing::warn!(service = %req.key, %note, "malformed status at start");
+                    malformed.insert(req.key, note);
+                }
+                _ => claims.push((req, ips)),
+            }
+        }
         let mut conflicted = self.claim_published(claims);
+        conflicted.extend(malformed);
         let mut actions = Vec::new();
         for svc in ours {
             let key = convert::service_key(svc);
@@ -179,12 +199,12 @@ impl Core {
             let note = format!(
                 "published address {} withdrawn: {}",
                 join(&conflict.ips),
-                conflict.error
+                self.published_problem(&conflict.key, &conflict.ips, &conflict.error)
             );
             tracing::warn!(service = %conflict.key, %note, "address conflict at start");
             conflicted.insert(conflict.key, note);
         }
-        if !self.have_pools {
+        if !self.pools_seen {
             // Nothing can be judged against pools that do not exist yet.
             conflicted.clear();
         }
@@ -288,11 +308,104 @@ impl Core {
         if !self.class.is_ours(svc) {
             return self.release_not_ours(key, svc);
         }
+        let mut actions = self.warn_deprecated(key, svc);
         let before = self.alloc.assignment(key).cloned();
-        match self.allocate_keeping_published(svc, before.is_none(), ns_labels) {
-            Ok(assignment) => self.on_allocated(key, svc, before, assignment, starting),
-            Err(failure) => self.on_failed(key, svc, failure),
+        actions.extend(
+            match self.allocate_keeping_published(svc, before.is_none(), ns_labels) {
+                Ok(assignment) => {
+                    let mut done = self.replaced_faulty_status(key, svc, &before, &assignment);
+                    done.extend(self.on_allocated(key, svc, before, assignment, starting));
+                    done
+                }
+                Err(failure) => self.on_failed(key, svc, failure),
+            },
+        );
+        actions
+    }
+
+    /// A Service that held nothing and had addresses in its status that
+    /// could not be kept (another controller or a user wrote them) is told
+    /// what was wrong with them when they are replaced.
+    fn replaced_faulty_status(
+        &self,
+        key: &ServiceKey,
+        svc: &Arc<Service>,
+        before: &Option<Assignment>,
+        assignment: &Assignment,
+    ) -> Vec<Action> {
+        let published = convert::ingress_ips(svc);
+        if before.is_some() || published.is_empty() || published == assignment.ips {
+            return Vec::new();
         }
+        let Some(problem) = self.published_fault(key, &published) else {
+            return Vec::new();
+        };
+        vec![Action::Event {
+            service: Arc::clone(svc),
+            reason: Reason::ClearAssignment,
+            note: format!(
+                "replaced {} in status with {}: {problem}",
+                join(&published),
+                join(&assignment.ips)
+            ),
+        }]
+    }
+
+    /// MetalLB warns that `metallb.universe.tf/` annotations are deprecated;
+    /// so do we, once per Service. They keep working.
+    fn warn_deprecated(&mut self, key: &ServiceKey, svc: &Arc<Service>) -> Vec<Action> {
+        if self.warned_deprecated.contains(key) {
+            return Vec::new();
+        }
+        let keys = annotations::deprecated_keys(svc.annotations());
+        if keys.is_empty() {
+            return Vec::new();
+        }
+        self.warned_deprecated.insert(key.clone());
+        let renamed: Vec<String> = keys
+            .iter()
+            .map(|k| {
+                k.replacen(
+                    annotations::DEPRECATED_PREFIX,
+                    annotations::METALLB_PREFIX,
+                    1,
+                )
+            })
+            .collect();
+        vec![Action::Event {
+            service: Arc::clone(svc),
+            reason: Reason::DeprecatedAnnotation,
+            note: format!(
+                "annotation {} is deprecated; it still works, but rename it to {}",
+                keys.join(", "),
+                renamed.join(", ")
+            ),
+        }]
+    }
+
+    /// What is wrong with addresses found in a Service's status that IPAM
+    /// refused (written by an older version, another controller or a
+    /// user): said about the addresses, since the Service may well not be
+    /// requesting them.
+    fn published_problem(&self, key: &ServiceKey, ips: &[IpAddr], error: &AllocError) -> String {
+        if let Some(problem) = too_many_per_family(ips) {
+            return problem;
+        }
+        for ip in ips {
+            match self.alloc.pool_of(*ip) {
+                None => return format!("{ip} is outside every IPAddressPool"),
+                Some(pool) if !self.alloc.hands_out(*ip) => {
+                    return format!(
+                        "{ip} is a .0 or .255 address, which pool {pool:?} never hands out (avoidBuggyIPs)"
+                    );
+                }
+                Some(_) => {}
+            }
+            if let Some(holder) = self.alloc.holders(*ip).into_iter().find(|h| h != key) {
+                return format!("{ip} is held by {holder}: {error}");
+            }
+        }
+        error.to_string()
     }
 
     /// A Service that stopped being a LoadBalancer of our class gives back
@@ -407,13 +520,21 @@ impl Core {
     }
 
     /// Never leaves an address published that IPAM does not hold for this
-    /// Service: it could be given to another. With no pools at all nothing
-    /// is cleared (see `have_pools`).
+    /// Service: it could be given to another. Until pools have been seen
+    /// nothing is cleared (see `pools_seen`).
     fn withdraw_unheld(&self, svc: &Arc<Service>, failure: &AllocationFailure) -> Vec<Action> {
         let published = convert::ingress_ips(svc);
-        if published.is_empty() || !self.have_pools {
+        if published.is_empty() || !self.pools_seen {
             return Vec::new();
         }
+        let key = convert::service_key(svc);
+        let note = match self.published_fault(&key, &published) {
+            Some(problem) => format!(
+                "withdrew {}: {problem}; no new address: {failure}",
+                join(&published)
+            ),
+            None => format!("withdrew {}: {failure}", join(&published)),
+        };
         vec![
             Action::WriteStatus {
                 service: Arc::clone(svc),
@@ -422,13 +543,30 @@ impl Core {
             Action::Event {
                 service: Arc::clone(svc),
                 reason: Reason::ClearAssignment,
-                note: format!("withdrew {}: {failure}", join(&published)),
+                note,
             },
         ]
     }
 
+    /// A fault of the published addresses themselves, if they have one
+    /// that is not about the Service's request: too many of a family,
+    /// outside every pool, or held by another Service.
+    fn published_fault(&self, key: &ServiceKey, ips: &[IpAddr]) -> Option<String> {
+        if let Some(problem) = too_many_per_family(ips) {
+            return Some(problem);
+        }
+        ips.iter().find_map(|ip| {
+            if self.alloc.pool_of(*ip).is_none() {
+                return Some(format!("{ip} is outside every IPAddressPool"));
+            }
+            let holder = self.alloc.holders(*ip).into_iter().find(|h| h != key)?;
+            Some(format!("{ip} is held by {holder}"))
+        })
+    }
+
     fn forget(&mut self, key: &ServiceKey) {
         self.alloc.release(key);
+        self.warned_deprecated.remove(key);
         self.failures.remove(key);
         self.pending.remove(key);
     }
@@ -454,6 +592,17 @@ fn published_claim(
         req
     });
     Some((req, ips))
+}
+
+/// "3 IPv4 addresses in status" when `ips` hold more than one address of
+/// a family (a Service holds at most one per family), else `None`.
+fn too_many_per_family(ips: &[IpAddr]) -> Option<String> {
+    [Family::V4, Family::V6].into_iter().find_map(|family| {
+        let n = ips.iter().filter(|ip| Family::of(**ip) == family).count();
+        (n > 1).then(|| {
+            format!("{n} {family} addresses in status; a Service holds at most one per family")
+        })
+    })
 }
 
 /// Oldest first, then namespace/name: the order in which Services are
@@ -770,6 +919,99 @@ mod tests {
         assert!(
             note.contains("default/http"),
             "note must name the other Service: {note}"
+        );
+    }
+
+    #[test]
+    fn deleting_every_pool_while_running_clears_addresses_with_an_event() {
+        let mut core = Core::new(ClassFilter::default());
+        let pools = [pool("only", 0, &["198.18.0.100/32"])];
+        let s = svc("a", 1).ingress(&["198.18.0.100"]).build_arc();
+        assert!(
+            core.start(std::slice::from_ref(&s), &pools, &no_labels)
+                .is_empty()
+        );
+        let got = core.sync_pools(std::slice::from_ref(&s), &[], &no_labels);
+        assert_eq!(writes(&got), vec![("a".into(), vec![])]);
+        let note = note_of(&got, Reason::ClearAssignment);
+        assert!(note.contains("198.18.0.100"), "{note}");
+        assert!(note.contains("outside every IPAddressPool"), "{note}");
+    }
+
+    #[test]
+    fn hints_name_the_annotation_prefix_the_service_uses() {
+        let mut core = Core::new(ClassFilter::default());
+        let pools = [pool("default", 0, &["198.18.0.100/32"])];
+        let a = svc("a", 1).ingress(&["198.18.0.100"]).build_arc();
+        core.start(&[a], &pools, &no_labels);
+        let b = svc("b", 2)
+            .annotate("metallb.io/loadBalancerIPs", "198.18.0.100")
+            .build_arc();
+        let got = core.reconcile(&convert::service_key(&b), Some(&b), &no_labels);
+        let note = note_of(&got, Reason::AllocationFailed);
+        assert!(note.contains("metallb.io/allow-shared-ip"), "{note}");
+        assert!(!note.contains("l2lb.io/"), "{note}");
+    }
+
+    #[test]
+    fn deprecated_metallb_universe_annotations_warn_once() {
+        let mut core = Core::new(ClassFilter::default());
+        let pools = [pool("default", 0, &["198.18.0.100-198.18.0.110"])];
+        let old = svc("old", 1)
+            .annotate("metallb.universe.tf/address-pool", "default")
+            .build_arc();
+        let got = core.start(std::slice::from_ref(&old), &pools, &no_labels);
+        let note = note_of(&got, Reason::DeprecatedAnnotation);
+        assert!(note.contains("metallb.universe.tf/address-pool"), "{note}");
+        assert!(note.contains("metallb.io/address-pool"), "{note}");
+        assert_eq!(writes(&got).len(), 1, "the annotation still works");
+        let again = core.reconcile(&convert::service_key(&old), Some(&old), &no_labels);
+        assert!(
+            !events(&again).contains(&("old".into(), Reason::DeprecatedAnnotation)),
+            "warned once: {again:?}"
+        );
+    }
+
+    #[test]
+    fn withdrawing_a_foreign_address_says_what_is_wrong_with_it() {
+        let mut core = Core::new(ClassFilter::default());
+        let pools = [pool("default", 0, &["198.18.0.100-198.18.0.120"])];
+        let outside = svc("outside", 1).ingress(&["198.18.9.9"]).build_arc();
+        let three = svc("three", 2)
+            .ingress(&["198.18.0.100", "198.18.0.101", "198.18.0.102"])
+            .build_arc();
+        let got = core.start(&[outside, three], &pools, &no_labels);
+        let notes: Vec<String> = got
+            .iter()
+            .filter_map(|a| match a {
+                Action::Event {
+                    reason: Reason::ClearAssignment,
+                    note,
+                    ..
+                } => Some(note.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(notes.len(), 2, "{got:?}");
+        assert!(notes.iter().all(|n| !n.contains("requests")), "{notes:?}");
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains("198.18.9.9 is outside every IPAddressPool")),
+            "{notes:?}"
+        );
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains("3 IPv4 addresses in status")),
+            "{notes:?}"
+        );
+        assert_eq!(
+            writes(&got),
+            vec![
+                ("outside".into(), vec!["198.18.0.100".into()]),
+                ("three".into(), vec!["198.18.0.101".into()]),
+            ]
         );
     }
 }

@@ -86,7 +86,8 @@ fn pool_status_ticker() -> Interval {
 
 /// Decides everything `dirty` names: the whole pool set if pools changed,
 /// then each changed Service (key order, so IPAM stays deterministic), then
-/// the Services waiting for an address if any address was freed.
+/// the Services waiting for an address if any address was freed or a
+/// holder's request changed.
 fn decide(
     core: &mut Core,
     caches: &Caches,
@@ -102,6 +103,7 @@ fn decide(
     let mut keys: Vec<ServiceKey> = dirty.services.into_iter().collect();
     keys.sort();
     let mut released = false;
+    let mut retry = false;
     for key in &keys {
         if writer.defer_if_busy(key) {
             continue;
@@ -112,11 +114,17 @@ fn decide(
             continue;
         }
         let held_before = core.allocator().assignment(key).is_some();
+        let request_before = core.allocator().request(key).cloned();
         actions.extend(core.reconcile(key, obj.as_ref(), &ns_labels));
         released |= held_before && core.allocator().assignment(key).is_none();
+        // A holder whose ports, key or traffic policy changed may now be
+        // able to share with a Service that was refused.
+        retry |=
+            request_before.is_some() && core.allocator().request(key) != request_before.as_ref();
     }
-    if released {
-        // Freed addresses may satisfy Services that were waiting.
+    if released || retry {
+        // Freed addresses, or changed sharers, may satisfy Services that
+        // were waiting.
         for key in core.pending() {
             actions.extend(core.reconcile(&key, caches.service(&key).as_ref(), &ns_labels));
         }

@@ -67,8 +67,8 @@ struct QueuedEvent {
 pub(super) struct StatusWriter {
     /// Patches Service status.
     client: Client,
-    /// Publishes Events as this replica.
-    recorder: Recorder,
+    /// Publishes Events as this replica, one recorder per distinct note.
+    recorders: Recorders,
     /// Bounds status writes in flight (`--max-concurrent-writes`).
     writes: Arc<Semaphore>,
     /// Bounds Event requests in flight ([`CONCURRENT_EVENTS`]).
@@ -119,7 +119,7 @@ impl StatusWriter {
         let (done_tx, done_rx) = unbounded_channel();
         Self {
             client: client.clone(),
-            recorder: Recorder::new(client.clone(), reporter),
+            recorders: Recorders::new(client, reporter),
             writes: Arc::new(Semaphore::new(max_concurrent_writes)),
             events: Arc::new(Semaphore::new(CONCURRENT_EVENTS)),
             metrics,
@@ -259,7 +259,8 @@ impl StatusWriter {
             return;
         }
         for event in self.queued_events.drain(..) {
-            let (recorder, events) = (self.recorder.clone(), self.events.clone());
+            let recorder = self.recorders.for_event(&event);
+            let events = self.events.clone();
             let send = async move {
                 let Ok(_permit) = events.acquire_owned().await else {
                     return;
@@ -267,6 +268,45 @@ impl StatusWriter {
                 publish(&recorder, event).await;
             };
             self.tasks.spawn(send.instrument(self.span.clone()));
+        }
+    }
+}
+
+/// kube's `Recorder` folds every Event with the same reason and object
+/// into one series and keeps the *first* note: a Service that moves twice
+/// within its cache TTL would show `IPAllocated` naming the old address.
+/// So each (Service, reason) gets a fresh recorder whenever its note
+/// changes; repeats of the same note still fold into a series.
+struct Recorders {
+    /// Clone source of every recorder.
+    client: Client,
+    /// Who reports (this replica).
+    reporter: Reporter,
+    /// The last note per (Service, reason) and the recorder that sent it.
+    /// At most one entry per Service and reason; it lasts one term.
+    by_note: HashMap<(ServiceKey, Reason), (String, Recorder)>,
+}
+
+impl Recorders {
+    fn new(client: &Client, reporter: Reporter) -> Self {
+        Self {
+            client: client.clone(),
+            reporter,
+            by_note: HashMap::new(),
+        }
+    }
+
+    /// The recorder to publish `event` with.
+    fn for_event(&mut self, event: &QueuedEvent) -> Recorder {
+        let key = (model::service_key(&event.service), event.reason);
+        match self.by_note.get(&key) {
+            Some((note, recorder)) if *note == event.note => recorder.clone(),
+            _ => {
+                let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+                self.by_note
+                    .insert(key, (event.note.clone(), recorder.clone()));
+                recorder
+            }
         }
     }
 }

@@ -67,6 +67,7 @@ pub(crate) fn share_check(
                 service,
                 ip,
                 holder: holder.clone(),
+                prefix: req.hint_prefix,
             });
         }
     }
@@ -180,21 +181,27 @@ impl Allocator {
     }
 
     /// Idempotent: a service whose current assignment still satisfies its
-    /// request gets the same IPs back. If the request changed, try the new
-    /// request (its own old IPs count as free to it, and are preferred); on
-    /// success switch, on failure keep the old assignment untouched and
-    /// return the error (nothing is lost).
+    /// request gets the same IPs back (a PreferDualStack Service holding one
+    /// family gains the other once its pool has it). If the request
+    /// changed, try the new request (its own old IPs count as free to it,
+    /// and are preferred); on success switch. On failure the old assignment
+    /// is kept only while it is still legal for the new request (inside a
+    /// pool, and sharable with the other holders under the new sharing
+    /// key, ports and traffic policy); otherwise the Service loses it, so
+    /// two Services never hold one IP against the sharing rules.
     pub fn allocate(&mut self, req: &ServiceRequest) -> Result<Assignment, AllocError> {
         if let Some(entry) = self.entries.get(&req.key)
             && self.satisfies(&entry.assignment, req)
         {
-            let assignment = entry.assignment.clone();
-            if entry.req.sharing_key == req.sharing_key {
+            let assignment = self
+                .second_family(&entry.assignment, req)
+                .unwrap_or_else(|| entry.assignment.clone());
+            if entry.req.sharing_key == req.sharing_key && entry.assignment == assignment {
                 if let Some(e) = self.entries.get_mut(&req.key) {
                     e.req = req.clone();
                 }
             } else {
-                // Re-file the IPs under the new key in the sharing index.
+                // Re-file the IPs (under the new key, with the new family).
                 self.remove_entry(&req.key);
                 self.insert_entry(req.clone(), assignment.clone());
             }
@@ -211,13 +218,48 @@ impl Allocator {
                 Ok(assignment)
             }
             Err(e) => {
-                if let Some(old) = old {
-                    // `choose` mutates nothing, so the old IPs are still free for us.
-                    self.insert_entry(old.req, old.assignment);
+                if let Some(old) = old
+                    && self.still_legal(&old.assignment, req)
+                {
+                    // `choose` mutates nothing, so the old IPs are still
+                    // free for us. Filed under the new request: its ports
+                    // and key are what later sharers must be checked against.
+                    self.insert_entry(req.clone(), old.assignment);
                 }
                 Err(e)
             }
         }
+    }
+
+    /// For a PreferDualStack Service holding only its primary family: the
+    /// assignment with the second family added from the same pool, when
+    /// that pool now has one to give. MetalLB adds it too; the Service never
+    /// jumps to another pool for it (its first address stays).
+    fn second_family(&self, assignment: &Assignment, req: &ServiceRequest) -> Option<Assignment> {
+        let wanted = req.wanted_families();
+        if req.family_policy != FamilyPolicy::PreferDualStack
+            || !req.ips.is_empty()
+            || wanted.len() != 2
+            || assignment.ips.len() != 1
+        {
+            return None;
+        }
+        let Lookup::In(id, _) = self.pools.lookup(assignment.ips[0]) else {
+            return None;
+        };
+        let second = self.pick(id, wanted[1], req, &[])?;
+        Some(Assignment {
+            pool: assignment.pool.clone(),
+            ips: vec![assignment.ips[0], second],
+        })
+    }
+
+    /// Whether `req` may go on holding `assignment`: every IP still inside
+    /// a pool and sharable with its other holders under `req`'s rules.
+    fn still_legal(&self, assignment: &Assignment, req: &ServiceRequest) -> bool {
+        assignment.ips.iter().all(|ip| {
+            matches!(self.pools.lookup(*ip), Lookup::In(..)) && self.usable(*ip, req).is_ok()
+        })
     }
 
     /// Releases the Service's IPs (on delete); returns what it held.
@@ -367,6 +409,7 @@ impl Allocator {
         if candidates.is_empty() {
             return Err(AllocError::NoPoolAdmits {
                 service: req.key.clone(),
+                prefix: req.hint_prefix,
             });
         }
         self.try_pools(req, &wanted, &candidates, prefer)
@@ -551,12 +594,54 @@ impl Allocator {
                 family: wanted[1],
                 pools: names(),
             }),
-            None => Err(AllocError::PoolExhausted {
-                service: req.key.clone(),
-                family: wanted[0],
-                pools: names(),
-            }),
+            None => Err(self
+                .sharing_obstacle(req, wanted[0], pools, prefer)
+                .unwrap_or_else(|| AllocError::PoolExhausted {
+                    service: req.key.clone(),
+                    family: wanted[0],
+                    pools: names(),
+                })),
         }
+    }
+
+    /// When `pools` have no free `family` address for `req`, the sharing
+    /// rule that kept it off an address it could otherwise have had: its
+    /// own previous address, one shared under its key, or (for a Service
+    /// with a key) the lowest address shared under another key. Reported
+    /// instead of "no free address", which would send the user looking for
+    /// the wrong fix. Only runs on that failure path.
+    fn sharing_obstacle(
+        &self,
+        req: &ServiceRequest,
+        family: Family,
+        pools: &[usize],
+        prefer: &[IpAddr],
+    ) -> Option<AllocError> {
+        let in_pools = |ip: &IpAddr| {
+            Family::of(*ip) == family
+                && matches!(self.pools.lookup(*ip), Lookup::In(p, _) if pools.contains(&p))
+        };
+        let first_refusal = |ips: &mut dyn Iterator<Item = IpAddr>| {
+            ips.filter(in_pools)
+                .find_map(|ip| self.usable(ip, req).err().map(|e| (ip, e)))
+        };
+        if let Some((_, e)) = first_refusal(&mut prefer.iter().copied()) {
+            return Some(e);
+        }
+        let key = req.sharing_key.as_ref()?;
+        if let Some((_, e)) = self
+            .shared
+            .get(key)
+            .and_then(|set| first_refusal(&mut set.iter().copied()))
+        {
+            return Some(e);
+        }
+        self.shared
+            .iter()
+            .filter(|(k, _)| *k != key)
+            .filter_map(|(_, set)| first_refusal(&mut set.iter().copied()))
+            .min_by_key(|(ip, _)| *ip)
+            .map(|(_, e)| e)
     }
 
     /// The IP of `family` that pool `id` would give `req`: a preferred (old)

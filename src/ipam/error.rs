@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use super::{Family, Protocol, ServiceKey};
+use super::{Family, HintPrefix, Protocol, ServiceKey};
 
 fn list<T: ToString>(items: &[T]) -> String {
     items
@@ -41,11 +41,13 @@ pub enum AllocError {
     },
     /// No pool is eligible without an explicit request.
     #[error(
-        "no IPAddressPool admits {service}: no autoAssign pool without serviceAllocation exists and no serviceAllocation matches its namespace or labels; name a pool with the l2lb.io/address-pool annotation or widen a pool's serviceAllocation"
+        "no IPAddressPool admits {service}: no autoAssign pool without serviceAllocation exists and no serviceAllocation matches its namespace or labels; name a pool with the {prefix}address-pool annotation or widen a pool's serviceAllocation"
     )]
     NoPoolAdmits {
         /// The Service.
         service: ServiceKey,
+        /// The annotation prefix the Service uses, for the hint.
+        prefix: HintPrefix,
     },
     /// The requested pool does not exist.
     #[error("{service} requests pool {pool:?}, which does not exist (known pools: {known})", known = list(.known))]
@@ -126,7 +128,7 @@ pub enum AllocError {
     },
     /// The IP is held by a Service it may not share with: one of them has no sharing key.
     #[error(
-        "{ip} for {service} is in use by {holder}; to share it, give both Services the same l2lb.io/allow-shared-ip key"
+        "{ip} for {service} is in use by {holder}; to share it, give both Services the same {prefix}allow-shared-ip key"
     )]
     IpInUse {
         /// The Service.
@@ -135,6 +137,8 @@ pub enum AllocError {
         ip: IpAddr,
         /// A Service holding it.
         holder: ServiceKey,
+        /// The annotation prefix the Service uses, for the hint.
+        prefix: HintPrefix,
     },
     /// The IP is shared under a different key.
     #[error(
@@ -228,7 +232,7 @@ impl AllocError {
     pub fn service(&self) -> &ServiceKey {
         match self {
             AllocError::PoolExhausted { service, .. }
-            | AllocError::NoPoolAdmits { service }
+            | AllocError::NoPoolAdmits { service, .. }
             | AllocError::UnknownPool { service, .. }
             | AllocError::PoolInvalid { service, .. }
             | AllocError::PoolDisallowsService { service, .. }

@@ -17,6 +17,12 @@ impl Allocator {
             Lookup::Outside => None,
         }
     }
+
+    /// Whether some valid pool hands `ip` out (inside a pool and not
+    /// skipped by its avoidBuggyIPs).
+    pub fn hands_out(&self, ip: IpAddr) -> bool {
+        matches!(self.pools.lookup(ip), Lookup::In(..))
+    }
 }
 
 #[cfg(test)]

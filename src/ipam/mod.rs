@@ -18,6 +18,8 @@ mod lookup;
 mod pool;
 
 #[cfg(test)]
+mod metallb_cases;
+#[cfg(test)]
 mod proptests;
 #[cfg(test)]
 mod tests;
@@ -128,26 +130,41 @@ pub enum FamilyPolicy {
 /// priority among such pools.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AllocationScope {
-    /// Lower is tried first; `None` sorts after every prioritized pool.
+    /// Lower is tried first; `None` and `Some(0)` (MetalLB's "unset") sort
+    /// after every pool with a positive priority.
     pub priority: Option<i32>,
-    /// Namespaces admitted (empty: any).
+    /// Namespaces admitted by name. A namespace is admitted when it is
+    /// listed here *or* matches a `namespace_selectors` entry (MetalLB's
+    /// rule); with both lists empty every namespace is.
     pub namespaces: Vec<String>,
-    /// Selectors over the Service's namespace labels; any may match (empty: any).
+    /// Selectors over the Service's namespace labels; see `namespaces`.
     pub namespace_selectors: Vec<Selector>,
     /// Selectors over the Service's labels; any may match (empty: any).
     pub service_selectors: Vec<Selector>,
 }
 
 impl AllocationScope {
-    /// Whether the scope admits `req`: within each non-empty list one entry
-    /// must match, and every non-empty list must match.
+    /// The priority pools are ordered by: MetalLB reads 0 as "not set".
+    pub fn effective_priority(&self) -> Option<i32> {
+        self.priority.filter(|p| *p > 0)
+    }
+
+    /// Whether the scope admits the Service's namespace: listed by name or
+    /// matched by a namespace selector (either admits, as in MetalLB).
+    pub fn admits_namespace(&self, req: &ServiceRequest) -> bool {
+        (self.namespaces.is_empty() && self.namespace_selectors.is_empty())
+            || self.namespaces.contains(&req.key.namespace)
+            || self
+                .namespace_selectors
+                .iter()
+                .any(|s| s.matches(&req.namespace_labels))
+    }
+
+    /// Whether the scope admits `req`: its namespace is admitted (see
+    /// [`AllocationScope::admits_namespace`]) and, when service selectors
+    /// are set, one of them matches the Service's labels.
     pub fn admits(&self, req: &ServiceRequest) -> bool {
-        (self.namespaces.is_empty() || self.namespaces.contains(&req.key.namespace))
-            && (self.namespace_selectors.is_empty()
-                || self
-                    .namespace_selectors
-                    .iter()
-                    .any(|s| s.matches(&req.namespace_labels)))
+        self.admits_namespace(req)
             && (self.service_selectors.is_empty()
                 || self
                     .service_selectors
@@ -227,6 +244,9 @@ pub struct ServiceRequest {
     pub ports: Vec<(Protocol, u16)>,
     /// `Some(pod selector)` when `externalTrafficPolicy: Local`.
     pub local_selector: Option<Labels>,
+    /// The annotation prefix the Service uses; hints in errors name
+    /// annotations with it.
+    pub hint_prefix: HintPrefix,
 }
 
 impl ServiceRequest {
@@ -245,6 +265,7 @@ impl ServiceRequest {
             sharing_key: None,
             ports: Vec::new(),
             local_selector: None,
+            hint_prefix: HintPrefix::L2lb,
         }
     }
 
@@ -263,6 +284,41 @@ impl ServiceRequest {
             }
             FamilyPolicy::RequireDualStack => vec![primary, primary.other()],
         }
+    }
+}
+
+/// The annotation prefix a Service spells its settings with, so that hints
+/// in errors name annotations the user recognises. One byte, to keep
+/// [`AllocError`] small.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum HintPrefix {
+    /// `l2lb.io/` (also when the Service uses no annotation).
+    #[default]
+    L2lb,
+    /// `metallb.io/`.
+    Metallb,
+    /// `metallb.universe.tf/` (MetalLB's deprecated spelling).
+    MetallbUniverse,
+}
+
+impl HintPrefix {
+    /// The prefix `s`, ours for anything else.
+    pub fn from_prefix(s: &str) -> Self {
+        match s {
+            "metallb.io/" => Self::Metallb,
+            "metallb.universe.tf/" => Self::MetallbUniverse,
+            _ => Self::L2lb,
+        }
+    }
+}
+
+impl fmt::Display for HintPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::L2lb => "l2lb.io/",
+            Self::Metallb => "metallb.io/",
+            Self::MetallbUniverse => "metallb.universe.tf/",
+        })
     }
 }
 

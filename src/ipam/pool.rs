@@ -170,7 +170,7 @@ impl PoolSet {
             .filter(|&i| set.pools[i].spec.auto_assign && scope_of(&set.pools[i]).is_some())
             .collect();
         scoped.sort_by_key(|&i| {
-            let prio = scope_of(&set.pools[i]).and_then(|s| s.priority);
+            let prio = scope_of(&set.pools[i]).and_then(|s| s.effective_priority());
             (prio.is_none(), prio, i)
         });
         set.scoped = scoped;

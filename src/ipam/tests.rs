@@ -772,3 +772,140 @@ fn alloc_error_stays_small_enough_to_return_by_value() {
         std::mem::size_of::<AllocError>()
     );
 }
+
+// ---- issue 14: MetalLB parity ----
+
+#[test]
+fn priority_zero_means_unset_and_sorts_after_set_priorities() {
+    // MetalLB treats serviceAllocation.priority 0 as "no priority" (lowest).
+    let mut a = alloc_with(vec![
+        scoped("a-zero", "10.0.0.1", Some(0), ns_scope("default")),
+        scoped("b-five", "10.0.1.1", Some(5), ns_scope("default")),
+        scoped("c-none", "10.0.2.1", None, ns_scope("default")),
+    ]);
+    let order: Vec<String> = (0..3)
+        .map(|i| a.allocate(&svc(&format!("s{i}"))).unwrap().pool)
+        .collect();
+    assert_eq!(order, ["b-five", "a-zero", "c-none"]);
+}
+
+#[test]
+fn scope_namespaces_and_namespace_selectors_each_admit() {
+    let scope = AllocationScope {
+        namespaces: vec!["prod".into()],
+        namespace_selectors: vec![Selector::from_match_labels(&labels(&[("team", "x")]))],
+        ..Default::default()
+    };
+    let mut listed = ServiceRequest::new("prod", "s");
+    assert!(scope.admits(&listed), "a listed namespace is enough");
+    let mut labelled = ServiceRequest::new("dev", "s");
+    labelled.namespace_labels = labels(&[("team", "x")]);
+    assert!(
+        scope.admits(&labelled),
+        "a matching namespace label is enough"
+    );
+    assert!(!scope.admits(&ServiceRequest::new("dev", "s")));
+    // Service selectors still narrow what the namespace rules admit.
+    let narrow = AllocationScope {
+        service_selectors: vec![Selector::from_match_labels(&labels(&[("app", "web")]))],
+        ..scope
+    };
+    assert!(!narrow.admits(&listed));
+    listed.labels = labels(&[("app", "web")]);
+    assert!(narrow.admits(&listed));
+}
+
+/// Two sharers of the single address 10.0.0.1, on TCP 80 and 81.
+fn two_sharers(addresses: &[&str]) -> (Allocator, ServiceRequest, ServiceRequest) {
+    let mut a = alloc_with(vec![pool("p", addresses)]);
+    let x = shared("x", "k", &[TCP80]);
+    let y = shared("y", "k", &[(Protocol::Tcp, 81)]);
+    assert_eq!(ips(&a.allocate(&x).unwrap()), ["10.0.0.1"]);
+    assert_eq!(ips(&a.allocate(&y).unwrap()), ["10.0.0.1"]);
+    (a, x, y)
+}
+
+/// A named change to a sharer's request that breaks sharing.
+type Breaker = (&'static str, Box<dyn Fn(&mut ServiceRequest)>);
+
+#[test]
+fn a_change_that_breaks_sharing_loses_the_address_when_nothing_else_is_free() {
+    let x_key = ServiceKey::new("default", "x");
+    let y_key = ServiceKey::new("default", "y");
+    let breakers: Vec<Breaker> = vec![
+        ("same port", Box::new(|r| r.ports = vec![TCP80])),
+        (
+            "other key",
+            Box::new(|r| r.sharing_key = Some("other".into())),
+        ),
+        ("no key", Box::new(|r| r.sharing_key = None)),
+        (
+            "Local policy",
+            Box::new(|r| r.local_selector = Some(labels(&[("app", "y")]))),
+        ),
+    ];
+    for (what, change) in breakers {
+        let (mut a, _, mut y) = two_sharers(&["10.0.0.1"]);
+        change(&mut y);
+        assert!(a.allocate(&y).is_err(), "{what}: must fail");
+        assert_eq!(a.assignment(&y_key), None, "{what}: y must lose 10.0.0.1");
+        assert_eq!(a.holders(ip("10.0.0.1")), vec![x_key.clone()], "{what}");
+        a.check_invariants().unwrap();
+    }
+}
+
+#[test]
+fn a_change_that_breaks_sharing_moves_the_changed_service_when_it_can() {
+    let (mut a, _, mut y) = two_sharers(&["10.0.0.1-10.0.0.2"]);
+    y.ports = vec![TCP80];
+    assert_eq!(ips(&a.allocate(&y).unwrap()), ["10.0.0.2"]);
+    assert_eq!(
+        a.holders(ip("10.0.0.1")),
+        vec![ServiceKey::new("default", "x")]
+    );
+    a.check_invariants().unwrap();
+}
+
+#[test]
+fn sharing_refused_in_a_full_pool_names_the_sharing_conflict() {
+    let (mut a, _, mut y) = two_sharers(&["10.0.0.1"]);
+    y.ports = vec![TCP80];
+    let err = a.allocate(&y).unwrap_err();
+    assert_eq!(err.reason(), "SharingPortConflict", "{err}");
+    assert!(err.to_string().contains("default/x"), "{err}");
+    let mut z = shared("z", "other", &[TCP443]);
+    z.ips = Vec::new();
+    let err = a.allocate(&z).unwrap_err();
+    assert_eq!(err.reason(), "SharingKeyMismatch", "{err}");
+}
+
+#[test]
+fn prefer_dual_stack_gains_the_second_family_when_its_pool_does() {
+    let mut a = alloc_with(vec![pool("p", &["10.0.0.1"])]);
+    let mut r = svc("s");
+    r.families = vec![Family::V4, Family::V6];
+    r.family_policy = FamilyPolicy::PreferDualStack;
+    assert_eq!(ips(&a.allocate(&r).unwrap()), ["10.0.0.1"]);
+    a.set_pools(vec![pool("p", &["10.0.0.0/24", "2001:db8::/126"])]);
+    let got = a.allocate(&r).unwrap();
+    assert_eq!(ips(&got), ["10.0.0.1", "2001:db8::"], "first IP unchanged");
+    a.check_invariants().unwrap();
+}
+
+#[test]
+fn prefer_dual_stack_does_not_jump_to_a_new_dual_stack_pool() {
+    let mut a = alloc_with(vec![pool("b-v4", &["10.0.0.1"])]);
+    let mut r = svc("s");
+    r.families = vec![Family::V4, Family::V6];
+    r.family_policy = FamilyPolicy::PreferDualStack;
+    a.allocate(&r).unwrap();
+    a.set_pools(vec![
+        pool("b-v4", &["10.0.0.1"]),
+        pool("a-dual", &["10.0.1.1", "2001:db8::1"]),
+    ]);
+    let got = a.allocate(&r).unwrap();
+    assert_eq!(
+        (got.pool.as_str(), ips(&got)),
+        ("b-v4", vec!["10.0.0.1".to_string()])
+    );
+}

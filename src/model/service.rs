@@ -5,7 +5,7 @@
 
 use crate::api::LOAD_BALANCER_CLASS;
 use crate::api::annotations::{self, AnnotationError};
-use crate::ipam::{Family, FamilyPolicy, Protocol, ServiceKey, ServiceRequest};
+use crate::ipam::{Family, FamilyPolicy, HintPrefix, Protocol, ServiceKey, ServiceRequest};
 use crate::labels::{Labels, SelectorError};
 use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, Service};
 use kube::ResourceExt;
@@ -127,6 +127,7 @@ pub fn service_request(
         sharing_key: wanted.sharing_key,
         ports,
         local_selector,
+        hint_prefix: HintPrefix::from_prefix(wanted.prefix),
     })
 }
 
