@@ -16,6 +16,9 @@ have pgrep || need+=(procps)
 have kubectl || need+=(kubernetes-client)
 have python3 || need+=(python3)
 python3 -c 'import venv' 2>/dev/null || need+=(python3-venv)
+# The official Python Kubernetes client, a second real client the API-server
+# tests drive; Debian installs it for the system interpreter.
+/usr/bin/python3 -c 'import kubernetes' 2>/dev/null || need+=(python3-kubernetes)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

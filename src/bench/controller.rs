@@ -39,10 +39,15 @@ async fn create_services(client: &Client, n: usize) -> Result<(), BenchError> {
             async move {
                 let svc: Service = serde_json::from_value(json!({
                     "metadata": { "name": format!("bench-{i:05}"), "namespace": "default" },
-                    "spec": { "type": "LoadBalancer", "ports": [{ "port": 80, "protocol": "TCP" }] },
+                    // No node ports: 5000 Services would exhaust the API
+                    // server's 2768, and L2 announcement does not use them.
+                    "spec": { "type": "LoadBalancer", "allocateLoadBalancerNodePorts": false,
+                              "ports": [{ "port": 80, "protocol": "TCP" }] },
                 }))
                 .map_err(err)?;
-                api.create(&PostParams::default(), &svc).await.map_err(err)?;
+                api.create(&PostParams::default(), &svc)
+                    .await
+                    .map_err(err)?;
                 Ok::<_, BenchError>(())
             }
         })

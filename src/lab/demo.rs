@@ -4,11 +4,12 @@
 //! gracefully, printing what the client saw as a timeline. The output is
 //! meant to be pasted into a bug report as it is.
 
+use super::kubectl;
 use super::probe::{self, Probe, Switch};
 use super::world::{Lab, LabError, LabOptions, preflight};
 use k8s_openapi::api::core::v1::Service;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Which story the lab tells.
@@ -67,6 +68,14 @@ pub async fn run(args: LabArgs) -> Result<(), LabError> {
         "          LAN up and processes started in {}",
         ms(started.elapsed())
     );
+    let kubeconfig =
+        kubectl::write_kubeconfig(&lab.opts.log_dir, &lab.local_url).map_err(|source| {
+            LabError::Io {
+                context: "cannot write the lab's kubeconfig".into(),
+                source,
+            }
+        })?;
+    let has_kubectl = kubectl::available();
 
     step(
         1,
@@ -130,6 +139,10 @@ pub async fn run(args: LabArgs) -> Result<(), LabError> {
     let owner = lab
         .wait_owner("default", "demo", None, Duration::from_secs(15))
         .await?;
+    if has_kubectl {
+        show_kubectl(&kubeconfig, &["get", "services"]).await;
+    }
+    show_status(&lab).await;
     print_table(&lab, &vips, &owner);
     if args.scenario == Scenario::Sharing {
         let shared = lab
@@ -183,7 +196,7 @@ pub async fn run(args: LabArgs) -> Result<(), LabError> {
     lab.start_speaker(idx2)?;
 
     if args.keep {
-        keep(&lab, vip);
+        keep(&lab, vip, &kubeconfig);
         let _ = tokio::signal::ctrl_c().await;
     }
     println!("\ntearing down the lab (namespaces, processes)");
@@ -349,20 +362,55 @@ fn report(lab: &Lab, f: &Failover) {
     }
 }
 
-fn keep(lab: &Lab, vip: IpAddr) {
+/// Prints `$ kubectl ARGS` and what the user's kubectl printed, indented.
+async fn show_kubectl(config: &Path, args: &[&str]) {
+    println!("    $ kubectl {}", args.join(" "));
+    let config = config.to_path_buf();
+    let owned: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let out = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = owned.iter().map(String::as_str).collect();
+        kubectl::run(&config, &args)
+    })
+    .await;
+    match out {
+        Ok(Ok(o)) => {
+            let text = if o.success { o.stdout } else { o.stderr };
+            for line in text.lines() {
+                println!("    {line}");
+            }
+        }
+        Ok(Err(e)) => println!("    (kubectl could not run: {e})"),
+        Err(e) => println!("    (kubectl could not run: {e})"),
+    }
+}
+
+/// Prints `$ l2lb status` and its table, indented.
+async fn show_status(lab: &Lab) {
+    println!("    $ l2lb status");
+    match crate::status::rows(&lab.client, crate::lab::apiserver::L2LB_NAMESPACE).await {
+        Ok(rows) => {
+            for line in crate::status::render(&rows).lines() {
+                println!("    {line}");
+            }
+        }
+        Err(e) => println!("    (l2lb status failed: {e})"),
+    }
+}
+
+fn keep(lab: &Lab, vip: IpAddr, kubeconfig: &Path) {
     let c = lab.client_host();
-    println!("\nThe lab keeps running. Try, in another terminal:");
+    println!("\nThe lab keeps running. Point kubectl and l2lb at it:");
+    println!("    export KUBECONFIG={}", kubeconfig.display());
+    println!("    kubectl get services,ipaddresspools,servicel2statuses -A");
+    println!("    kubectl describe service demo");
+    println!("    l2lb status");
+    println!("Try, in another terminal:");
     println!(
         "    ip netns exec {} arping -c 3 -i {} {vip}",
         c.ns, c.iface
     );
     println!("    ip netns exec {} curl http://{vip}/", c.ns);
     println!("    ip netns exec {} ip neigh", c.ns);
-    println!("    l2lb --server {} status", lab.local_url);
-    println!(
-        "    kubectl --server={} get services,ipaddresspools,servicel2statuses -A",
-        lab.local_url
-    );
     for (i, h) in lab.lan.nodes().iter().enumerate() {
         println!(
             "    node{i}: ip netns exec {} ...   speaker log: {}",

@@ -7,6 +7,7 @@
 pub mod apiserver;
 pub mod demo;
 pub mod frame_prober;
+pub mod kubectl;
 pub mod net;
 pub mod probe;
 pub mod proxy;

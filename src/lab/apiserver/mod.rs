@@ -12,20 +12,32 @@
 //!
 //! Layout: [`store`] holds objects, the global resourceVersion and the
 //! change history; [`watch`] streams events; `http` routes requests;
-//! [`discovery`] builds discovery documents; [`selectors`] parses label and
-//! field selectors; [`patch`] applies patches; [`faults`] injects failures;
-//! [`resources`] knows the served kinds.
+//! [`discovery`] builds discovery documents; [`openapi`] the OpenAPI v2/v3
+//! documents; [`printing`] server-side Tables (with [`jsonpath`] for CRD
+//! printer columns); [`selectors`] parses label and field selectors;
+//! [`patch`] applies patches; [`faults`] injects failures; [`resources`]
+//! knows the served kinds; [`events`] serves core/v1 Events as
+//! events.k8s.io/v1; [`services`] defaults, allocates and validates
+//! Services; [`schema`] validates custom resources against their CRD schema.
 //!
 //! Simplifications, by design:
 //! - One version per kind is stored; custom resources with several served
 //!   versions are returned in the storage version (no conversion).
 //! - `limit`/`continue` are ignored: a list is always one page.
-//! - Strategic merge patch = JSON merge patch after dropping `$` directives
-//!   (lists are replaced, not merged by key). Server-side apply = merge of the
+//! - Strategic merge patch has no per-type merge keys: lists merge by key
+//!   only where the patch carries `$setElementOrder` (kubectl apply's
+//!   patches do) and are replaced otherwise. Server-side apply = merge of the
 //!   applied configuration, creating the object if missing; the field manager
 //!   is recorded once in `managedFields` (operation `Apply`, empty
 //!   `fieldsV1`), with no ownership tracking or conflicts.
-//! - core/v1 and events.k8s.io/v1 Events are separate stores.
+//! - Bodies are JSON (or YAML); protobuf bodies are decoded for Namespaces,
+//!   Services and ConfigMaps only (what kubectl's typed client creates),
+//!   other protobuf and CBOR bodies get 415. Responses are always JSON.
+//! - `fieldValidation=Strict` rejects unknown fields; `Warn` behaves as
+//!   `Ignore` (custom resources are pruned, no warning headers are sent).
+//!   Built-in kinds are checked for decodability only, not for semantic
+//!   validity (except Services, which are defaulted and validated).
+//! - `/openapi/v2` is served as JSON only (no protobuf).
 //! - Deleting a Namespace removes it and its objects at once (no
 //!   Terminating phase); deleting a CRD removes its objects.
 //! - An object that stops matching a watch's selector is not sent as DELETED.
@@ -35,11 +47,18 @@
 
 pub mod discovery;
 pub mod error;
+pub mod events;
 pub mod faults;
 mod http;
+pub mod jsonpath;
+pub mod openapi;
 pub mod patch;
+pub mod printing;
+pub mod protobuf;
 pub mod resources;
+pub mod schema;
 pub mod selectors;
+pub mod services;
 pub mod store;
 pub mod watch;
 

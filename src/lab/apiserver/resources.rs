@@ -31,6 +31,33 @@ pub enum Validation {
     },
 }
 
+/// How a kind's objects are kept in the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// Under the kind's own id, in the served form.
+    Own,
+    /// As core/v1 Events, converted on the way in and out: events.k8s.io/v1
+    /// Events and core/v1 Events are one store, as in kube-apiserver.
+    CoreEvents,
+}
+
+/// One `additionalPrinterColumns` entry of a CRD version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PrinterColumn {
+    /// Column header (kubectl upper-cases it).
+    pub name: String,
+    /// `string`, `integer`, `number`, `boolean` or `date`.
+    pub type_: String,
+    /// OpenAPI format hint, passed through.
+    pub format: String,
+    /// Column description, passed through.
+    pub description: String,
+    /// 0: always shown; 1 and above: only with `-o wide`.
+    pub priority: i64,
+    /// JSONPath of the cell's value.
+    pub json_path: String,
+}
+
 /// One resource type the server serves.
 #[derive(Clone, Debug)]
 pub struct ResourceType {
@@ -58,12 +85,51 @@ pub struct ResourceType {
     pub validation: Validation,
     /// Name of the CRD that registered this type, for unregistering on CRD delete.
     pub crd_name: Option<String>,
+    /// Where and in which form objects are stored.
+    pub storage: Storage,
+    /// A custom resource's printer columns (storage version), for Tables.
+    pub printer_columns: Vec<PrinterColumn>,
 }
 
 impl ResourceType {
     /// Key under which objects of this type are stored: `group/plural`.
     pub fn id(&self) -> String {
         format!("{}/{}", self.group, self.plural)
+    }
+
+    /// Key under which objects are stored: `/events` for both Event APIs,
+    /// [`ResourceType::id`] otherwise.
+    pub fn storage_id(&self) -> String {
+        match self.storage {
+            Storage::Own => self.id(),
+            Storage::CoreEvents => "/events".into(),
+        }
+    }
+
+    /// The stored form of a served object.
+    pub fn to_storage(&self, obj: Value) -> Value {
+        match self.storage {
+            Storage::Own => obj,
+            Storage::CoreEvents => super::events::to_core(&obj),
+        }
+    }
+
+    /// The served form of a stored object.
+    pub fn from_storage(&self, obj: &Value) -> Value {
+        match self.storage {
+            Storage::Own => obj.clone(),
+            Storage::CoreEvents => super::events::to_events(obj),
+        }
+    }
+
+    /// A field-selector path as it applies to this kind's served form:
+    /// Event paths of either API are accepted by both.
+    pub fn field_path(&self, path: &str) -> String {
+        match (self.group.as_str(), self.kind.as_str()) {
+            ("", "Event") => super::events::field_path_for(path, false),
+            ("events.k8s.io", "Event") => super::events::field_path_for(path, true),
+            _ => path.to_string(),
+        }
     }
 
     /// `v1` or `group/version`.
@@ -107,6 +173,12 @@ fn builtin(
         reset_status_on_create: reset_status,
         validation: Validation::Builtin(check),
         crd_name: None,
+        storage: if group == "events.k8s.io" {
+            Storage::CoreEvents
+        } else {
+            Storage::Own
+        },
+        printer_columns: Vec::new(),
     }
 }
 
@@ -264,6 +336,20 @@ pub fn from_crd(crd: &CustomResourceDefinition) -> Result<ResourceType, String> 
         reset_status_on_create: status_subresource,
         validation: Validation::Custom { schema },
         crd_name: crd.metadata.name.clone(),
+        storage: Storage::Own,
+        printer_columns: storage
+            .additional_printer_columns
+            .iter()
+            .flatten()
+            .map(|c| PrinterColumn {
+                name: c.name.clone(),
+                type_: c.type_.clone(),
+                format: c.format.clone().unwrap_or_default(),
+                description: c.description.clone().unwrap_or_default(),
+                priority: i64::from(c.priority.unwrap_or(0)),
+                json_path: c.json_path.clone(),
+            })
+            .collect(),
     })
 }
 

@@ -55,6 +55,13 @@ impl FieldSelector {
         Ok(Self { terms })
     }
 
+    /// Rewrites every term's path (field-label conversion per kind).
+    pub fn rewrite_paths(&mut self, f: impl Fn(&str) -> String) {
+        for t in &mut self.terms {
+            t.path = f(&t.path);
+        }
+    }
+
     /// Whether `obj` satisfies every term.
     pub fn matches(&self, obj: &Value) -> bool {
         self.terms.iter().all(|t| {

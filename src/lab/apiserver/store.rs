@@ -18,7 +18,30 @@ use tokio::sync::broadcast;
 use super::error::ApiError;
 use super::patch::{self, PatchKind};
 use super::resources::{self, Registry, ResourceType, Validation};
+use super::schema;
 use super::selectors::ListParams;
+use super::services;
+
+/// How a write treats fields the kind's schema does not know
+/// (`?fieldValidation=`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FieldValidation {
+    /// Drop them silently (custom resources are pruned).
+    #[default]
+    Ignore,
+    /// Reject the write with 400, as `kubectl apply` asks by default.
+    Strict,
+}
+
+impl FieldValidation {
+    /// Reads `Strict`; `Warn`, `Ignore` and absence behave as Ignore (no warning headers are sent).
+    pub fn from_query(v: Option<&str>) -> Self {
+        match v {
+            Some("Strict") => Self::Strict,
+            _ => Self::Ignore,
+        }
+    }
+}
 
 /// Kind of a watch event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -221,7 +244,17 @@ impl Store {
     }
 
     fn key(res: &ResourceType, ns: Option<&str>, name: &str) -> Key {
-        (res.id(), ns.unwrap_or("").to_string(), name.to_string())
+        (
+            res.storage_id(),
+            ns.unwrap_or("").to_string(),
+            name.to_string(),
+        )
+    }
+
+    /// Commits an object given in `res`'s served form; returns the served form.
+    fn commit_as(&mut self, res: &ResourceType, etype: EventType, obj: Value) -> Value {
+        let stored = self.commit(&res.storage_id(), etype, res.to_storage(obj));
+        res.from_storage(&stored)
     }
 
     fn commit(&mut self, id: &str, etype: EventType, mut obj: Value) -> Value {
@@ -254,21 +287,22 @@ impl Store {
     pub fn get(&self, res: &ResourceType, ns: Option<&str>, name: &str) -> Result<Value, ApiError> {
         self.objects
             .get(&Self::key(res, ns, name))
-            .cloned()
+            .map(|o| res.from_storage(o))
             .ok_or_else(|| ApiError::not_found(&res.plural, &res.group, name))
     }
 
+    /// Objects of `res` (in its served form), sorted by namespace and name.
     fn iter_type<'a>(
         &'a self,
-        res: &ResourceType,
+        res: &'a ResourceType,
         ns: Option<&'a str>,
-    ) -> impl Iterator<Item = &'a Value> + 'a {
-        let id = res.id();
+    ) -> impl Iterator<Item = Value> + 'a {
+        let id = res.storage_id();
         let start = (id.clone(), ns.unwrap_or("").to_string(), String::new());
         self.objects
             .range(start..)
             .take_while(move |(k, _)| k.0 == id && ns.is_none_or(|n| k.1 == n))
-            .map(|(_, v)| v)
+            .map(|(_, v)| res.from_storage(v))
     }
 
     /// LIST: the current resourceVersion and the matching objects sorted by namespace and name.
@@ -281,7 +315,6 @@ impl Store {
         let items = self
             .iter_type(res, ns)
             .filter(|o| params.matches(o))
-            .cloned()
             .collect();
         (self.rv, items)
     }
@@ -297,7 +330,7 @@ impl Store {
         let initial = if params.send_initial_events || rv.is_empty() || rv == "0" {
             self.iter_type(res, ns)
                 .filter(|o| params.matches(o))
-                .map(|o| (EventType::Added, o.clone()))
+                .map(|o| (EventType::Added, o))
                 .collect()
         } else {
             let from: u64 = rv
@@ -306,13 +339,13 @@ impl Store {
             if from < self.compacted_rv {
                 return Err(ApiError::gone(from, self.compacted_rv + 1));
             }
-            let id = res.id();
+            let id = res.storage_id();
             self.history
                 .iter()
                 .filter(|r| r.rv > from && r.res == id)
                 .filter(|r| ns.is_none_or(|n| meta_str(&r.object, "namespace") == Some(n)))
-                .filter(|r| params.matches(&r.object))
-                .map(|r| (r.etype, r.object.clone()))
+                .map(|r| (r.etype, res.from_storage(&r.object)))
+                .filter(|(_, o)| params.matches(o))
                 .collect()
         };
         Ok(WatchStart {
@@ -382,40 +415,127 @@ impl Store {
     fn validate(
         &self,
         res: &ResourceType,
-        obj: Value,
+        mut obj: Value,
         old: Option<&Value>,
+        fv: FieldValidation,
     ) -> Result<Value, ApiError> {
         let name = meta_str(&obj, "name").unwrap_or("").to_string();
+        let undecodable = |why: String| {
+            ApiError::bad_request(format!(
+                "{} in version \"{}\" cannot be handled as a {}: {why}",
+                res.kind, res.version, res.kind
+            ))
+        };
+        let strict = |unknown: &[String]| {
+            if fv == FieldValidation::Strict && !unknown.is_empty() {
+                let list = unknown
+                    .iter()
+                    .map(|u| format!("unknown field {u:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                return Err(undecodable(format!("strict decoding error: {list}")));
+            }
+            Ok(())
+        };
         match &res.validation {
             Validation::Builtin(check) => {
-                check(&obj).map_err(|e| {
-                    ApiError::bad_request(format!(
-                        "{} in version \"{}\" cannot be handled as a {}: {e}",
-                        res.kind, res.version, res.kind
-                    ))
-                })?;
+                check(&obj).map_err(|e| undecodable(e.to_string()))?;
                 Ok(obj)
             }
             Validation::Custom { schema: None } => Ok(obj),
             Validation::Custom {
                 schema: Some(schema),
             } => {
+                let found = schema::check(schema, None, &mut obj, true);
+                strict(&found.unknown)?;
+                let mut causes = found.causes;
                 let obj = kube::core::cel::apply_defaults(schema, &obj);
                 let old = old.map(|o| kube::core::cel::apply_defaults(schema, o));
-                kube::core::cel::Validator::new()
-                    .validate(schema, &obj, old.as_ref())
-                    .map_err(|errs| {
-                        let why = errs
-                            .as_slice()
-                            .iter()
-                            .map(ToString::to_string)
-                            .collect::<Vec<_>>()
-                            .join(", ");
-                        ApiError::invalid(&res.kind, &res.group, &name, &why)
-                    })?;
+                if let Err(errs) =
+                    kube::core::cel::Validator::new().validate(schema, &obj, old.as_ref())
+                {
+                    causes.extend(errs.as_slice().iter().map(|e| cel_cause(&obj, e)));
+                }
+                if !causes.is_empty() {
+                    return Err(ApiError::invalid_causes(
+                        &res.kind, &res.group, &name, causes,
+                    ));
+                }
                 Ok(obj)
             }
         }
+    }
+
+    /// `fieldValidation=Strict` for built-in kinds: unknown fields are
+    /// refused before anything else looks at the object, as decoding comes
+    /// first in kube-apiserver. (Custom resources are checked with their schema.)
+    fn strict_builtin(
+        res: &ResourceType,
+        obj: &Value,
+        fv: FieldValidation,
+    ) -> Result<(), ApiError> {
+        if fv != FieldValidation::Strict || !matches!(res.validation, Validation::Builtin(_)) {
+            return Ok(());
+        }
+        let Some(schema) = super::openapi::builtin_schema(res) else {
+            return Ok(());
+        };
+        let mut probe = obj.clone();
+        let found = schema::check(
+            schema,
+            Some(super::openapi::builtin_definitions()),
+            &mut probe,
+            false,
+        );
+        if found.unknown.is_empty() {
+            return Ok(());
+        }
+        let list = found
+            .unknown
+            .iter()
+            .map(|u| format!("unknown field {u:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Err(ApiError::bad_request(format!(
+            "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {list}",
+            res.kind, res.version, res.kind
+        )))
+    }
+
+    /// Defaults, allocates and validates a Service (other kinds pass unchanged).
+    fn service_hook(
+        &self,
+        res: &ResourceType,
+        obj: Value,
+        old: Option<&Value>,
+    ) -> Result<Value, ApiError> {
+        if res.id() != "/services" {
+            return Ok(obj);
+        }
+        // A body that does not decode is a 400 before any defaulting, as on a real server.
+        if let Validation::Builtin(check) = &res.validation {
+            check(&obj).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "{} in version \"{}\" cannot be handled as a {}: {e}",
+                    res.kind, res.version, res.kind
+                ))
+            })?;
+        }
+        let name = meta_str(&obj, "name").unwrap_or("").to_string();
+        let ns = meta_str(&obj, "namespace").unwrap_or("").to_string();
+        let mut used = services::Allocated::default();
+        let start = ("/services".to_string(), String::new(), String::new());
+        for ((_, kns, kname), o) in self
+            .objects
+            .range(start..)
+            .take_while(|(k, _)| k.0 == "/services")
+        {
+            if !(*kns == ns && *kname == name) {
+                used.add(o);
+            }
+        }
+        services::prepare(obj, old, &used)
+            .map_err(|causes| ApiError::invalid_causes("Service", "", &name, causes))
     }
 
     /// Registers (or re-registers) the kind a stored CRD defines and fills its status.
@@ -456,12 +576,23 @@ impl Store {
         Ok(())
     }
 
-    /// CREATE.
+    /// CREATE, dropping unknown fields.
     pub fn create(
         &mut self,
         res: &ResourceType,
         ns: Option<&str>,
         body: Value,
+    ) -> Result<Value, ApiError> {
+        self.create_with(res, ns, body, FieldValidation::Ignore)
+    }
+
+    /// CREATE with the request's field validation.
+    pub fn create_with(
+        &mut self,
+        res: &ResourceType,
+        ns: Option<&str>,
+        body: Value,
+        fv: FieldValidation,
     ) -> Result<Value, ApiError> {
         let mut obj = self.normalize(res, ns, body)?;
         let ns = meta_str(&obj, "namespace").map(str::to_string);
@@ -520,11 +651,13 @@ impl Store {
         if res.id() == "/namespaces" && obj.pointer("/status/phase").is_none() {
             obj["status"] = json!({"phase": "Active"});
         }
-        let mut obj = self.validate(res, obj, None)?;
+        Self::strict_builtin(res, &obj, fv)?;
+        let obj = self.service_hook(res, obj, None)?;
+        let mut obj = self.validate(res, obj, None, fv)?;
         if res.id() == CRD_ID {
             self.crd_hook(&mut obj)?;
         }
-        Ok(self.commit(&res.id(), EventType::Added, obj))
+        Ok(self.commit_as(res, EventType::Added, obj))
     }
 
     fn check_rv(res: &ResourceType, old: &Value, new: &Value) -> Result<(), ApiError> {
@@ -545,6 +678,7 @@ impl Store {
         new: Value,
         status_only: bool,
         apply_manager: Option<&str>,
+        fv: FieldValidation,
     ) -> Result<Value, ApiError> {
         let mut new = if status_only {
             let mut o = old.clone();
@@ -610,7 +744,11 @@ impl Store {
                 m.insert("managedFields".into(), json!(fields));
             }
         }
-        let mut new = self.validate(res, new, Some(&old))?;
+        if !status_only {
+            Self::strict_builtin(res, &new, fv)?;
+            new = self.service_hook(res, new, Some(&old))?;
+        }
+        let mut new = self.validate(res, new, Some(&old), fv)?;
         if spec_part(&new) != spec_part(&old) {
             let g = old_meta
                 .get("generation")
@@ -627,7 +765,7 @@ impl Store {
         if meta(&new).get("deletionTimestamp").is_some() && !has_finalizers(&new) {
             return Ok(self.remove(res, new));
         }
-        Ok(self.commit(&res.id(), EventType::Modified, new))
+        Ok(self.commit_as(res, EventType::Modified, new))
     }
 
     /// REPLACE (PUT), on the object or its status.
@@ -638,6 +776,7 @@ impl Store {
         name: &str,
         body: Value,
         status_only: bool,
+        fv: FieldValidation,
     ) -> Result<Value, ApiError> {
         let old = self.get(res, ns, name)?;
         let body = self.normalize(res, ns, body)?;
@@ -648,7 +787,7 @@ impl Store {
             )));
         }
         Self::check_rv(res, &old, &body)?;
-        self.update(res, old, body, status_only, None)
+        self.update(res, old, body, status_only, None, fv)
     }
 
     /// PATCH, on the object or its status. Apply patches create missing objects.
@@ -662,6 +801,7 @@ impl Store {
         body: &Value,
         status_only: bool,
         field_manager: Option<&str>,
+        fv: FieldValidation,
     ) -> Result<(Value, bool), ApiError> {
         let apply_manager = (kind == PatchKind::Apply).then(|| field_manager.unwrap_or("unknown"));
         let old = match self.get(res, ns, name) {
@@ -680,14 +820,14 @@ impl Store {
                                 "fieldsType": "FieldsV1", "fieldsV1": {}}]),
                     );
                 }
-                return Ok((self.create(res, ns, obj)?, true));
+                return Ok((self.create_with(res, ns, obj, fv)?, true));
             }
             Err(e) => return Err(e),
         };
         let new = patch::apply(&old, kind, body)?;
         Self::check_rv(res, &old, &new)?;
         Ok((
-            self.update(res, old, new, status_only, apply_manager)?,
+            self.update(res, old, new, status_only, apply_manager, fv)?,
             false,
         ))
     }
@@ -715,7 +855,7 @@ impl Store {
                 .collect();
             self.remove_keys(doomed);
         }
-        self.commit(&res.id(), EventType::Deleted, obj)
+        self.commit_as(res, EventType::Deleted, obj)
     }
 
     fn remove_keys(&mut self, keys: Vec<Key>) {
@@ -756,7 +896,7 @@ impl Store {
             let m = meta_mut(&mut new);
             m.insert("deletionTimestamp".into(), json!(now()));
             m.insert("deletionGracePeriodSeconds".into(), json!(0));
-            return Ok(self.commit(&res.id(), EventType::Modified, new));
+            return Ok(self.commit_as(res, EventType::Modified, new));
         }
         Ok(self.remove(res, old))
     }
@@ -776,5 +916,25 @@ impl Store {
             out.push(self.delete(res, ns.as_deref(), &name, &Value::Null)?);
         }
         Ok(out)
+    }
+}
+
+/// A CEL rule failure as kube-apiserver reports it: the field, the type of
+/// the value (`Invalid value: "string"`), the rule's message.
+fn cel_cause(obj: &Value, e: &kube::core::cel::ValidationError) -> super::error::Cause {
+    let expr = if e.field_path.is_empty() {
+        String::new()
+    } else {
+        format!(".{}", e.field_path)
+    };
+    let ty = if expr.is_empty() {
+        "object"
+    } else {
+        super::jsonpath::find_first(&expr, obj).map_or("object", schema::type_name)
+    };
+    super::error::Cause {
+        reason: "FieldValueInvalid",
+        field: e.field_path.clone(),
+        message: format!("Invalid value: {ty:?}: {}", e.message),
     }
 }

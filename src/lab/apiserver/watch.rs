@@ -24,6 +24,10 @@ use super::resources::ResourceType;
 use super::selectors::ListParams;
 use super::store::WatchStart;
 
+/// Turns each event's object into what the client asked for (a Table row
+/// for `kubectl get -w`).
+pub type Transform = Arc<dyn Fn(&Value) -> Value + Send + Sync>;
+
 /// Everything a stream needs besides its start.
 pub struct WatchContext {
     /// The type watched.
@@ -38,6 +42,17 @@ pub struct WatchContext {
     pub kill: tokio_watch::Receiver<WatchKill>,
     /// How often BOOKMARK events are sent when the client allows them.
     pub bookmark_interval: Duration,
+    /// Applied to every ADDED/MODIFIED/DELETED object; `None` sends objects as stored.
+    pub transform: Option<Transform>,
+}
+
+impl WatchContext {
+    fn out(&self, obj: &Value) -> Value {
+        match &self.transform {
+            Some(t) => t(obj),
+            None => obj.clone(),
+        }
+    }
 }
 
 fn line(etype: &str, object: &Value) -> Bytes {
@@ -91,7 +106,7 @@ async fn run(start: WatchStart, mut ctx: WatchContext, tx: mpsc::Sender<Bytes>) 
     } = start;
     let generation = ctx.kill.borrow_and_update().generation;
     for (etype, obj) in &initial {
-        if tx.send(line(etype.as_str(), obj)).await.is_err() {
+        if tx.send(line(etype.as_str(), &ctx.out(obj))).await.is_err() {
             return;
         }
     }
@@ -99,7 +114,7 @@ async fn run(start: WatchStart, mut ctx: WatchContext, tx: mpsc::Sender<Bytes>) 
     {
         return;
     }
-    let id = ctx.res.id();
+    let id = ctx.res.storage_id();
     let mut last_rv = start_rv;
     let deadline = ctx
         .params
@@ -122,8 +137,12 @@ async fn run(start: WatchStart, mut ctx: WatchContext, tx: mpsc::Sender<Bytes>) 
                     let ns_ok = ctx.ns.as_deref().is_none_or(|n| {
                         rec.object.pointer("/metadata/namespace").and_then(Value::as_str) == Some(n)
                     });
-                    if rec.res == id && ns_ok && ctx.params.matches(&rec.object)
-                        && tx.send(line(rec.etype.as_str(), &rec.object)).await.is_err()
+                    if rec.res != id || !ns_ok {
+                        continue;
+                    }
+                    let object = ctx.res.from_storage(&rec.object);
+                    if ctx.params.matches(&object)
+                        && tx.send(line(rec.etype.as_str(), &ctx.out(&object))).await.is_err()
                     {
                         return;
                     }
