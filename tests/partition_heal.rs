@@ -10,7 +10,7 @@
 
 use k8s_openapi::api::core::v1::Service;
 use l2lb::lab::net::{Host, require_netns};
-use l2lb::lab::probe::{WireAnswers, switch_after, wire_answers};
+use l2lb::lab::probe::{WireAnswers, switch_after};
 use l2lb::lab::proxy::DelayProxy;
 use l2lb::lab::world::{API_PORT, Lab, LabOptions};
 use std::collections::BTreeSet;
@@ -184,7 +184,6 @@ async fn heal_with_a_slow_successor_never_answers_twice() {
         format!("{}-speaker", s_host.name),
     ];
     let log_from: Vec<u64> = logs.iter().map(|l| log_len(&lab, l)).collect();
-    let c = lab.client_host().clone();
     let (cap, probe) = lab.watch_from_client(vip, "heal").unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -213,7 +212,7 @@ async fn heal_with_a_slow_successor_never_answers_twice() {
     let pcap = cap.stop().unwrap();
 
     let back = switch_after(&samples, healed).expect("the answer moved back");
-    let wire = answers(&pcap, vip, &c);
+    let wire = answers(&lab, &pcap, vip);
     println!(
         "heal: {} first answered {:?} after the heal, after a gap of {:?}; {} requests, {} answered, {} answered twice",
         o_host.name,
@@ -242,11 +241,11 @@ async fn heal_with_a_slow_successor_never_answers_twice() {
 }
 
 /// The client's ARP requests for `vip` in `pcap` and who answered each.
-fn answers(pcap: &std::path::Path, vip: IpAddr, client: &Host) -> WireAnswers {
+fn answers(lab: &Lab, pcap: &std::path::Path, vip: IpAddr) -> WireAnswers {
     let IpAddr::V4(vip) = vip else {
         panic!("expected an IPv4 VIP, got {vip}")
     };
-    wire_answers(pcap, vip, &client.mac.to_string()).unwrap()
+    lab.wire_answers(pcap, vip).unwrap()
 }
 
 /// The owner is cut from the API server for 62 s, long enough for TCP's
@@ -267,7 +266,6 @@ async fn status_follows_the_answering_node_within_seconds_of_a_long_cut() {
     let (owner, o) = settled_owner(&lab, vip).await;
     let o_host = lab.node(o).clone();
     let o_mac = lab.mac_of(o);
-    let c = lab.client_host().clone();
     let (cap, probe) = lab.watch_from_client(vip, "long-cut").unwrap();
 
     api_rule(&lab, &o_host, "-I", Cut::AfterHandshake);
@@ -308,7 +306,7 @@ async fn status_follows_the_answering_node_within_seconds_of_a_long_cut() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     probe.stop();
-    let wire = answers(&cap.stop().unwrap(), vip, &c);
+    let wire = answers(&lab, &cap.stop().unwrap(), vip);
     assert!(
         wire.doubles.is_empty(),
         "requests answered twice: {:?}",

@@ -5,11 +5,11 @@
 //! 10 and 1000 VIPs, counted at the embedded API server.
 
 use super::BenchError;
-use crate::lab::probe::{self, Probe};
+use crate::lab::probe;
 use crate::lab::world::{Lab, LabOptions, preflight};
 use k8s_openapi::api::core::v1::Service;
 use serde_json::json;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 const TRIALS: usize = 10;
@@ -51,8 +51,14 @@ async fn pools(lab: &Lab) -> Result<(), BenchError> {
     Ok(())
 }
 
-/// One trial: the client's ARP outage for `vip` when its owner's speaker stops.
-async fn trial(lab: &mut Lab, vip: IpAddr, graceful: bool) -> Result<(f64, usize), BenchError> {
+/// One trial: the client's ARP outage for `vip` when its owner's speaker
+/// stops, and how many of the client's requests two nodes answered.
+async fn trial(
+    lab: &mut Lab,
+    vip: Ipv4Addr,
+    graceful: bool,
+    name: &str,
+) -> Result<(f64, usize), BenchError> {
     let owner = lab
         .wait_owner("default", "svc-0", None, Duration::from_secs(30))
         .await
@@ -60,14 +66,7 @@ async fn trial(lab: &mut Lab, vip: IpAddr, graceful: bool) -> Result<(f64, usize
     let idx = lab
         .node_index(&owner)
         .ok_or_else(|| err(format!("unknown owner {owner}")))?;
-    let c = lab.client_host().clone();
-    let arp = Probe::arp(
-        c.command("arping"),
-        &c.iface,
-        vip,
-        Duration::from_millis(10),
-    )
-    .map_err(err)?;
+    let (capture, arp) = lab.watch_from_client(IpAddr::V4(vip), name).map_err(err)?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let event = Instant::now();
     lab.stop_speaker(idx, graceful);
@@ -82,7 +81,21 @@ async fn trial(lab: &mut Lab, vip: IpAddr, graceful: bool) -> Result<(f64, usize
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let samples = arp.stop();
-    let doubles = probe::double_answers(&samples);
+    let pcap = capture.stop().map_err(err)?;
+    let wire = lab.wire_answers(&pcap, vip).map_err(err)?;
+    if wire.requests == 0 {
+        return Err(err(format!(
+            "no ARP request for {vip} in {}",
+            pcap.display()
+        )));
+    }
+    for (at, macs) in &wire.doubles {
+        println!(
+            "  double answer at {at:.3} s in {}: {}",
+            pcap.display(),
+            macs.join(", ")
+        );
+    }
     let switch = probe::switch_after(&samples, event)
         .ok_or_else(|| err("the VIP was not answered by another node"))?;
     // Put the node back and let it settle before the next trial.
@@ -91,7 +104,7 @@ async fn trial(lab: &mut Lab, vip: IpAddr, graceful: bool) -> Result<(f64, usize
     }
     lab.start_speaker(idx).map_err(err)?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    Ok((switch.first_new.as_secs_f64() * 1000.0, doubles))
+    Ok((switch.first_new.as_secs_f64() * 1000.0, wire.doubles.len()))
 }
 
 fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
@@ -131,7 +144,10 @@ pub fn run() -> Result<(), BenchError> {
                 .wait_vips("default", &format!("svc-{i}"), 1, Duration::from_secs(30))
                 .await
                 .map_err(err)?;
-            vips.push(v[0]);
+            let IpAddr::V4(v4) = v[0] else {
+                return Err(err(format!("expected an IPv4 VIP, got {}", v[0])));
+            };
+            vips.push(v4);
         }
         lab.wait_owner("default", "svc-9", None, Duration::from_secs(30))
             .await
@@ -140,14 +156,14 @@ pub fn run() -> Result<(), BenchError> {
         let mut doubles = 0;
         let mut graceful = Vec::new();
         for t in 0..TRIALS {
-            let (ms, d) = trial(&mut lab, vips[0], true).await?;
+            let (ms, d) = trial(&mut lab, vips[0], true, &format!("graceful-{t}")).await?;
             println!("graceful trial {t}: new owner answered after {ms:.1} ms");
             graceful.push(ms);
             doubles += d;
         }
         let mut crash = Vec::new();
         for t in 0..TRIALS {
-            let (ms, d) = trial(&mut lab, vips[0], false).await?;
+            let (ms, d) = trial(&mut lab, vips[0], false, &format!("crash-{t}")).await?;
             println!(
                 "crash trial {t}: new owner answered after {ms:.1} ms (lease {} ms)",
                 LEASE.as_millis()

@@ -18,7 +18,8 @@ pub struct ArpAnswer {
     pub mac: String,
     /// Round-trip time in microseconds as arping measured it.
     pub usec: f64,
-    /// Sequence number of the request answered (`index=`).
+    /// arping's `index=`: how many replies arrived before this one. It
+    /// does not say which request a reply answers (see [`wire_answers`]).
     pub index: u64,
 }
 
@@ -66,13 +67,10 @@ pub struct Sample {
     pub at: Instant,
     /// What it said: a MAC for ARP, the serving node's name (or `FAIL`) for HTTP.
     pub what: String,
-    /// For ARP, the request it answers; two MACs for one request is a
-    /// double answer.
-    pub seq: Option<u64>,
 }
 
-/// Turns one output line into a sample's text and sequence number.
-type LineParser = fn(&str) -> Option<(String, Option<u64>)>;
+/// Turns one output line into a sample's text.
+type LineParser = fn(&str) -> Option<String>;
 
 /// A long-running probe process whose output lines are collected.
 pub struct Probe {
@@ -96,11 +94,10 @@ impl Probe {
         let sink = samples.clone();
         let reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some((what, seq)) = parse(&line) {
+                if let Some(what) = parse(&line) {
                     let s = Sample {
                         at: Instant::now(),
                         what,
-                        seq,
                     };
                     sink.lock().unwrap_or_else(|p| p.into_inner()).push(s);
                 }
@@ -129,9 +126,7 @@ impl Probe {
             iface,
             &vip.to_string(),
         ]);
-        Self::start(command, |l| {
-            parse_arping_line(l).map(|a| (a.mac, Some(a.index)))
-        })
+        Self::start(command, |l| parse_arping_line(l).map(|a| a.mac))
     }
 
     /// HTTP GETs every `interval` from the client namespace (`command` is
@@ -146,7 +141,7 @@ impl Probe {
         command.args(["-c", &script]);
         Self::start(command, |l| {
             let l = l.trim();
-            (!l.is_empty()).then(|| (l.to_string(), None))
+            (!l.is_empty()).then(|| l.to_string())
         })
     }
 
@@ -174,23 +169,6 @@ impl Drop for Probe {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Requests answered by two different MACs: each is a moment when two
-/// nodes announced one VIP.
-///
-/// Caution: Habets arping's `index=` counts *replies* received, not
-/// requests sent, so every sample has its own `seq` and this never finds a
-/// double answer. Count them on the wire with [`wire_answers`] instead.
-pub fn double_answers(samples: &[Sample]) -> usize {
-    let mut by_seq: std::collections::BTreeMap<u64, std::collections::BTreeSet<&str>> =
-        Default::default();
-    for s in samples {
-        if let Some(seq) = s.seq {
-            by_seq.entry(seq).or_default().insert(s.what.as_str());
-        }
-    }
-    by_seq.values().filter(|macs| macs.len() > 1).count()
 }
 
 /// One ARP frame as tshark decodes it: relative time, opcode, sender MAC,
@@ -390,7 +368,6 @@ mod tests {
         let at = |ms: u64, what: &str| Sample {
             at: t0 + Duration::from_millis(ms),
             what: what.into(),
-            seq: None,
         };
         let samples = vec![
             at(0, "node1"),

@@ -18,7 +18,7 @@ use kube::{Client, ResourceExt};
 use serde::Deserialize;
 use serde_json::json;
 use std::fs::File;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -284,8 +284,7 @@ impl Lab {
         name: &str,
     ) -> Result<(super::net::Capture, super::probe::Probe), LabError> {
         let c = self.client_host();
-        let pcap = self.opts.log_dir.join(format!("{name}.pcap"));
-        let capture = c.capture(&self.lan, &pcap)?;
+        let capture = self.capture_client(name)?;
         let interval = Duration::from_millis(10);
         let probe = super::probe::Probe::arp(c.command("arping"), &c.iface, vip, interval)
             .map_err(|source| LabError::Io {
@@ -293,6 +292,26 @@ impl Lab {
                 source,
             })?;
         Ok((capture, probe))
+    }
+
+    /// Every frame the client sees from now on, captured into
+    /// `<log_dir>/<name>.pcap`.
+    pub fn capture_client(&self, name: &str) -> Result<super::net::Capture, LabError> {
+        let pcap = self.opts.log_dir.join(format!("{name}.pcap"));
+        Ok(self.client_host().capture(&self.lan, &pcap)?)
+    }
+
+    /// The client's ARP requests for `vip` in a capture taken at the client
+    /// ([`Lab::capture_client`]) and the MACs that answered each. Double
+    /// answers can only be counted here, on the wire: a probe's output
+    /// holds one line per reply and cannot say which request it answers.
+    pub fn wire_answers(
+        &self,
+        pcap: &Path,
+        vip: Ipv4Addr,
+    ) -> Result<super::probe::WireAnswers, LabError> {
+        let mac = self.client_host().mac.to_string();
+        Ok(super::probe::wire_answers(pcap, vip, &mac)?)
     }
 
     /// Index of the node named `name`.
