@@ -434,6 +434,18 @@ impl Lab {
         }
     }
 
+    /// Sends `signal` to node `i`'s speaker (e.g. SIGSTOP / SIGCONT to
+    /// freeze it) and keeps it; false when it is not running.
+    pub fn signal_speaker(&self, i: usize, signal: i32) -> bool {
+        match &self.speakers[i] {
+            Some(child) => {
+                child.signal(signal);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Stops controller replica `i` (SIGTERM or SIGKILL).
     pub fn stop_controller(&mut self, i: usize, graceful: bool) {
         if let Some(child) = self.controllers[i].take() {

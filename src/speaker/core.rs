@@ -112,6 +112,12 @@ pub struct Core {
     lan: Option<super::lan::LanView>,
     /// The newest fast-path incarnation our Lease is known to publish.
     lan_published: Option<u64>,
+    /// Our last renewal attempt failed: we do not reach the API now, even
+    /// while the fence (counted from the last success) is still open. The
+    /// fast path's API evidence must say so at once, or every node cut at
+    /// the same moment would see the others' stale "I reach it" and fence
+    /// before the outage grace could start.
+    last_renewal_failed: bool,
 }
 
 /// What one decision wants announced and held, before it is compared with
@@ -167,6 +173,7 @@ impl Core {
             decided_once: false,
             lan: None,
             lan_published: None,
+            last_renewal_failed: false,
         }
     }
 
@@ -190,7 +197,9 @@ impl Core {
                     }
                 }
                 self.fence.renewed(sent_at);
+                self.last_renewal_failed = false;
             }
+            Input::RenewFailed => self.last_renewal_failed = true,
             Input::Lan(view) => {
                 let was = self.lan_admits_self();
                 self.lan = Some(view);
@@ -245,7 +254,7 @@ impl Core {
     /// Whether our own Lease renewals succeed at `now` (for the fast path's
     /// API evidence).
     pub fn lease_renewing(&self, now: Instant) -> bool {
-        !self.fence.is_fenced(now)
+        !self.fence.is_fenced(now) && !self.last_renewal_failed
     }
 
     /// Lease-live peers with the fast-path incarnation their Leases publish
@@ -376,7 +385,10 @@ impl Core {
     pub fn decide(&mut self, now: Instant) -> Actions {
         let mut actions = Actions::default();
         let mut wanted = if self.synced(now) {
-            self.elect(now, &mut actions)
+            let members = self.members(now);
+            self.elect(members, now, &mut actions)
+        } else if self.decided_once && self.in_api_outage() {
+            self.elect_in_api_outage(now, &mut actions)
         } else if self.decided_once {
             // A watch is down or silent: keep what we announce (our lease
             // still protects it) but take nothing new on a stale view.
@@ -397,10 +409,9 @@ impl Core {
 
     /// Runs the election on a synced view: what we should announce now, and
     /// the election changes seen.
-    fn elect(&mut self, now: Instant, actions: &mut Actions) -> Wanted {
+    fn elect(&mut self, members: BTreeSet<String>, now: Instant, actions: &mut Actions) -> Wanted {
         let mut wanted = Wanted::default();
         self.plan = eligibility(self.index.view(), self.class);
-        let members = self.members(now);
         let mut owners = BTreeMap::new();
         let mut contested = BTreeMap::new();
         for (vip, plan) in &self.plan {
@@ -437,6 +448,50 @@ impl Core {
         self.owners = owners;
         self.contested = contested;
         self.decided_once = true;
+        wanted
+    }
+
+    /// Whether every node is cut from the API as far as the fast path can
+    /// tell (our API-outage grace holds): the lease view is stale for
+    /// everyone and only the LAN can still show a death.
+    fn in_api_outage(&self) -> bool {
+        self.lan.as_ref().is_some_and(|v| v.api_grace)
+    }
+
+    /// The election during an API outage (issue 13): the lease view is
+    /// stale, so membership is frozen at the peers that were live when it
+    /// turned stale, minus those the LAN declares dead. We keep what we
+    /// announce and take only VIPs whose owner the LAN declared dead (it
+    /// has fenced: the fast path's inequality); nothing else moves on a
+    /// stale view.
+    fn elect_in_api_outage(&mut self, now: Instant, actions: &mut Actions) -> Wanted {
+        let from_dead: BTreeSet<IpAddr> = self
+            .owners
+            .iter()
+            .filter(|(_, o)| {
+                o.as_deref()
+                    .is_some_and(|o| o != self.node && self.lan_holds_dead(o))
+            })
+            .map(|(v, _)| *v)
+            .collect();
+        let mut members = self.index.live_peers_when_view_went_stale();
+        members.retain(|p| !self.lan_holds_dead(p));
+        if !self.is_fenced(now) && !self.stopping {
+            members.insert(self.node.clone());
+        }
+        let mut wanted = self.elect(members, now, actions);
+        wanted
+            .vips
+            .retain(|v, _| self.announced.contains_key(v) || from_dead.contains(v));
+        let plan = &self.plan;
+        let kept: BTreeSet<&ServiceKey> = wanted
+            .vips
+            .keys()
+            .filter_map(|v| plan.get(v))
+            .flat_map(|p| p.services.iter())
+            .collect();
+        wanted.statuses.retain(|svc, _| kept.contains(svc));
+        wanted.co_owners.retain(|svc, _| kept.contains(svc));
         wanted
     }
 
@@ -893,6 +948,53 @@ mod tests {
             t2,
         );
         assert_eq!(c.decide(t2).announce.len(), mine);
+    }
+
+    #[test]
+    fn during_an_api_outage_only_the_vips_of_a_peer_the_lan_declares_dead_move() {
+        let t0 = Instant::now();
+        let mut b = core("node-b", t0);
+        b.apply(Input::Renewed { sent_at: t0 }, t0);
+        b.apply(lan(false, 1, &[]), t0);
+        let mine: BTreeSet<IpAddr> = b.decide(t0).announce.into_iter().map(|(v, _)| v).collect();
+        let of_a: BTreeSet<IpAddr> = vips()
+            .into_iter()
+            .filter(|v| {
+                owner_of(*v, &NODES) == "node-a" && owner_of(*v, &["node-b", "node-c"]) == "node-b"
+            })
+            .collect();
+        // Every node loses the API: the lease watch fails, renewals fail.
+        let t1 = t0 + Duration::from_millis(500);
+        b.apply(Input::Lease(Change::Broken), t1);
+        b.apply(Input::RenewFailed, t1);
+        assert!(!b.synced(t1));
+        let outage = |dead: &[(&str, u64)]| {
+            let mut v = match lan(false, 1, dead) {
+                Input::Lan(v) => v,
+                _ => unreachable!(),
+            };
+            v.api_grace = true;
+            Input::Lan(v)
+        };
+        b.apply(outage(&[]), t1);
+        assert!(b.decide(t1).is_empty(), "nothing moves on a stale view");
+        // Past our lease fence, still answering: nobody can take over.
+        let t2 = t0 + D;
+        assert!(b.decide(t2).withdraw.is_empty());
+        // node-a crashes: the LAN says so, and only its VIPs move, to the
+        // node the election picks without it.
+        b.apply(outage(&[("node-a", 7)]), t2);
+        let taken: BTreeSet<IpAddr> = b.decide(t2).announce.into_iter().map(|(v, _)| v).collect();
+        assert_eq!(taken, of_a);
+        assert!(taken.is_disjoint(&mine));
+        // Without the grace (a peer reaches the API) a stale view takes nothing.
+        let mut c = core("node-b", t0);
+        c.apply(Input::Renewed { sent_at: t0 }, t0);
+        c.apply(lan(false, 1, &[]), t0);
+        c.decide(t0);
+        c.apply(Input::Lease(Change::Broken), t1);
+        c.apply(lan(false, 1, &[("node-a", 7)]), t1);
+        assert!(c.decide(t1).announce.is_empty());
     }
 
     #[test]

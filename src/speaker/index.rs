@@ -56,6 +56,10 @@ pub enum Input {
         /// When the successful renewal request was sent; the fence counts from here.
         sent_at: Instant,
     },
+    /// A renewal attempt of our own lease failed (the API server refused
+    /// or could not be reached). The fence does not move; this only tells
+    /// the fast path that we are not (now) reaching the API.
+    RenewFailed,
     /// Our lease now publishes this fast-path incarnation (sent right
     /// after the `Renewed` whose write carried it).
     LanPublished(u64),
@@ -118,6 +122,9 @@ pub struct Index {
     /// Lease watch deliveries so far: orders them against other inputs
     /// (see [`Index::lease_deliveries`]).
     lease_deliveries: u64,
+    /// When the lease watch last failed while its view was fresh: with
+    /// the silence bound, when the view turned stale.
+    lease_broken_at: Option<Instant>,
 }
 
 impl Index {
@@ -144,6 +151,7 @@ impl Index {
             lease_silence_bound,
             last_lease_delivery: None,
             lease_deliveries: 0,
+            lease_broken_at: None,
         }
     }
 
@@ -188,6 +196,9 @@ impl Index {
                 if delivers {
                     self.last_lease_delivery = Some(now);
                     self.lease_deliveries += 1;
+                    self.lease_broken_at = None;
+                } else if !was_stale {
+                    self.lease_broken_at = Some(now);
                 }
                 // A failed lease watch unsyncs the view: peers would seem to
                 // stop renewing only because we cannot see them. Any later
@@ -201,7 +212,8 @@ impl Index {
                 self.leases_listed_once |= delivers;
                 self.apply_lease(c, now);
             }
-            Input::Renewed { .. } | Input::LanPublished(_) | Input::Lan(_) => {}
+            Input::Renewed { .. } | Input::RenewFailed | Input::LanPublished(_) | Input::Lan(_) => {
+            }
         }
     }
 
@@ -332,6 +344,20 @@ impl Index {
             .into_keys()
             .filter(|n| *n != self.node)
             .collect()
+    }
+
+    /// The peers that were live when the lease view turned stale (it
+    /// failed, or went silent for the silence bound): the membership an
+    /// API outage freezes. Empty while the view is fresh or never was.
+    pub fn live_peers_when_view_went_stale(&self) -> BTreeSet<String> {
+        let silent = self.lease_silence_ends();
+        let since = match (self.lease_broken_at, silent) {
+            (Some(b), Some(s)) => b.min(s),
+            (Some(b), None) => b,
+            (None, Some(s)) => s,
+            (None, None) => return BTreeSet::new(),
+        };
+        self.live_peers(since)
     }
 
     /// Live peers with the fast-path incarnation each Lease publishes.

@@ -180,10 +180,16 @@ impl Lan {
         i.api_ok = api_ok;
     }
 
-    /// Leaves the LAN gracefully (after the VIPs were withdrawn): witnesses
-    /// are told to stop watching, so no verdict follows. Waits for the thread.
-    pub fn leave(mut self) {
+    /// Starts leaving the LAN gracefully (after the VIPs were withdrawn):
+    /// the thread tells our witnesses to stop watching, so no verdict
+    /// follows, and ends. Does not wait: the lease release runs meanwhile
+    /// (see [`Lan::join`]).
+    pub fn leave(&self) {
         lock(&self.inputs).leave = true;
+    }
+
+    /// Waits for the thread to end (after [`Lan::leave`]).
+    pub fn join(mut self) {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

@@ -128,12 +128,16 @@ async fn run_inner(
 
     // Graceful hand-over: stop answering first, then tell peers.
     decisions.withdraw_everything();
-    if let Some(lan) = lan {
-        // Tells our witnesses to stop watching us: without it they would
-        // reach a verdict, which is harmless but slower than the release.
+    if let Some(lan) = &lan {
+        // Tells our witnesses to stop watching us (without it they would
+        // reach a verdict: harmless, only noisier), alongside the release,
+        // which is what hands the VIPs over.
         lan.leave();
     }
     renewer.stop_and_release(&client, &config).await;
+    if let Some(lan) = lan {
+        lan.join();
+    }
     status_stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(2), status_task).await;
     tasks.shutdown().await;
@@ -804,10 +808,16 @@ async fn renew(
             Ok(Err(e)) => {
                 config.metrics.lease_renew_failures.inc();
                 warn!(error = %e, "lease renewal failed");
+                if tx.send(Input::RenewFailed).await.is_err() {
+                    return;
+                }
             }
             Err(_) => {
                 config.metrics.lease_renew_failures.inc();
                 warn!(timeout = ?attempt_timeout, "lease renewal timed out");
+                if tx.send(Input::RenewFailed).await.is_err() {
+                    return;
+                }
             }
         }
     }
