@@ -745,6 +745,9 @@ async fn renew(
     let interfaces = interfaces.join(",");
     // resourceVersion of our last successful write; None = (re)acquire.
     let mut held: Option<String> = None;
+    // Without the fast path (no key) its sender is gone from the start:
+    // then only the tick renews.
+    let mut lan_on = true;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -752,7 +755,10 @@ async fn renew(
             // A new confirmed fast-path incarnation is published at once:
             // after a LAN fence, peers hold us dead until they see it. One
             // extra request per rejoin, so the load stays per node.
-            r = published.changed() => if r.is_err() { return },
+            r = published.changed(), if lan_on => if r.is_err() {
+                lan_on = false;
+                continue;
+            },
         }
         let incarnation = *published.borrow_and_update();
         if !*may_renew.borrow_and_update() {
