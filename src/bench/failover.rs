@@ -1,8 +1,9 @@
 //! `l2lb bench failover` (root): the lab's 3 nodes with real speaker
-//! processes; the client probes VIPs with ARP every 10 ms while a speaker
-//! is stopped gracefully (SIGTERM) or crashes (SIGKILL + link down), 10
-//! trials each; then API requests per second per node at steady state with
-//! 10 and 1000 VIPs, counted at the embedded API server.
+//! processes (LAN fast path on); the client probes VIPs with ARP every
+//! 10 ms while a speaker is stopped gracefully (SIGTERM, 10 trials) or
+//! crashes (SIGKILL + link down, 20 trials); then the fault scenarios of
+//! [`super::failover_faults`]; then API requests per second per node at
+//! steady state with 10 and 1000 VIPs, counted at the embedded API server.
 
 use super::BenchError;
 use crate::lab::probe;
@@ -13,6 +14,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 const TRIALS: usize = 10;
+/// Crash trials: enough for a p99 that is not just the maximum of ten.
+const CRASH_TRIALS: usize = 20;
 const LEASE: Duration = Duration::from_secs(4);
 
 fn err(e: impl std::fmt::Display) -> BenchError {
@@ -162,7 +165,7 @@ pub fn run() -> Result<(), BenchError> {
             doubles += d;
         }
         let mut crash = Vec::new();
-        for t in 0..TRIALS {
+        for t in 0..CRASH_TRIALS {
             let (ms, d) = trial(&mut lab, vips[0], false, &format!("crash-{t}")).await?;
             println!(
                 "crash trial {t}: new owner answered after {ms:.1} ms (lease {} ms)",
@@ -171,6 +174,9 @@ pub fn run() -> Result<(), BenchError> {
             crash.push(ms);
             doubles += d;
         }
+
+        let (faults, fault_doubles) = super::failover_faults::run(&mut lab, vips[0]).await?;
+        doubles += fault_doubles;
 
         // Steady-state API load of the speakers alone.
         for i in 0..lab.opts.controllers {
@@ -201,20 +207,23 @@ pub fn run() -> Result<(), BenchError> {
         println!("steady state, 1000 VIPs: {rps_1000:.2} API requests/s per node");
 
         let round = |v: f64| (v * 10.0).round() / 10.0;
-        println!(
-            "{}",
-            json!({
+        let mut report = json!({
                 "bench": "failover",
                 "graceful_p50_ms": round(percentile(graceful.clone(), 0.5)),
                 "graceful_max_ms": round(percentile(graceful, 1.0)),
+                "crash_trials": CRASH_TRIALS,
                 "crash_p50_ms": round(percentile(crash.clone(), 0.5)),
+                "crash_p99_ms": round(percentile(crash.clone(), 0.99)),
                 "crash_max_ms": round(percentile(crash, 1.0)),
                 "lease_duration_ms": LEASE.as_millis() as u64,
                 "api_rps_per_node_10": (rps_10 * 100.0).round() / 100.0,
                 "api_rps_per_node_1000": (rps_1000 * 100.0).round() / 100.0,
                 "double_answers": doubles,
-            })
-        );
+        });
+        if let (Some(r), serde_json::Value::Object(f)) = (report.as_object_mut(), faults) {
+            r.extend(f);
+        }
+        println!("{report}");
         drop(lab);
         Ok(())
     })

@@ -103,6 +103,27 @@ pub fn preflight() -> Result<(), LabError> {
     Ok(())
 }
 
+/// Name of the fast-path key file in the lab's log directory.
+const FASTPATH_KEY_FILE: &str = "fastpath-keys";
+
+/// Writes a fast-path key file with one fresh 32-byte random secret (hex),
+/// readable by root only, as `deploy/` asks operators to generate one.
+fn write_fastpath_key(path: &Path) -> Result<(), LabError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let secret: String = (0..32)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect();
+    let mut f = File::options()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io(format!("cannot write {}", path.display())))?;
+    writeln!(f, "1:{secret}").map_err(io(format!("cannot write {}", path.display())))
+}
+
 /// How to build the lab.
 #[derive(Debug, Clone)]
 pub struct LabOptions {
@@ -118,6 +139,10 @@ pub struct LabOptions {
     pub binary: PathBuf,
     /// Where process logs go.
     pub log_dir: PathBuf,
+    /// Run the LAN fast path: the lab writes a fresh random key file (as
+    /// an install generates the `l2lb-fastpath` Secret) and hands it to
+    /// every speaker. Off: speakers rely on their Leases alone.
+    pub fastpath: bool,
 }
 
 impl LabOptions {
@@ -131,6 +156,7 @@ impl LabOptions {
             lease_duration: Duration::from_secs(4),
             binary,
             log_dir: std::env::temp_dir().join(format!("l2lb-{tag}-{}", std::process::id())),
+            fastpath: true,
         })
     }
 }
@@ -165,6 +191,9 @@ impl Lab {
     pub async fn start(opts: LabOptions) -> Result<Lab, LabError> {
         std::fs::create_dir_all(&opts.log_dir)
             .map_err(io(format!("cannot create {}", opts.log_dir.display())))?;
+        if opts.fastpath {
+            write_fastpath_key(&opts.log_dir.join(FASTPATH_KEY_FILE))?;
+        }
         super::net::cleanup_stale();
         let lan = Lan::new(
             &opts.tag,
@@ -379,6 +408,10 @@ impl Lab {
             "--lease-duration",
             &lease,
         ]);
+        if self.opts.fastpath {
+            let keys = self.opts.log_dir.join(FASTPATH_KEY_FILE);
+            cmd.arg("--fastpath-key-file").arg(keys);
+        }
         // No --default-interface: the speaker finds the interface holding
         // the Node's InternalIP, as it does in a cluster.
         cmd.args(["--metrics-addr", "127.0.0.1:7473"]);
@@ -398,6 +431,18 @@ impl Lab {
                 libc::SIGKILL
             });
             child.wait_timeout(Duration::from_secs(5));
+        }
+    }
+
+    /// Sends `signal` to node `i`'s speaker (e.g. SIGSTOP / SIGCONT to
+    /// freeze it) and keeps it; false when it is not running.
+    pub fn signal_speaker(&self, i: usize, signal: i32) -> bool {
+        match &self.speakers[i] {
+            Some(child) => {
+                child.signal(signal);
+                true
+            }
+            None => false,
         }
     }
 

@@ -107,6 +107,17 @@ pub struct Core {
     plan: BTreeMap<IpAddr, VipPlan>,
     /// A synced decision was made; the first one does not count as election changes.
     decided_once: bool,
+    /// What the LAN fast path says, `None` while it is off (no key, or its
+    /// socket not open yet): then the Lease alone decides.
+    lan: Option<super::lan::LanView>,
+    /// The newest fast-path incarnation our Lease is known to publish.
+    lan_published: Option<u64>,
+    /// Our last renewal attempt failed: we do not reach the API now, even
+    /// while the fence (counted from the last success) is still open. The
+    /// fast path's API evidence must say so at once, or every node cut at
+    /// the same moment would see the others' stale "I reach it" and fence
+    /// before the outage grace could start.
+    last_renewal_failed: bool,
 }
 
 /// What one decision wants announced and held, before it is compared with
@@ -160,6 +171,9 @@ impl Core {
             contested: BTreeMap::new(),
             plan: BTreeMap::new(),
             decided_once: false,
+            lan: None,
+            lan_published: None,
+            last_renewal_failed: false,
         }
     }
 
@@ -183,9 +197,87 @@ impl Core {
                     }
                 }
                 self.fence.renewed(sent_at);
+                self.last_renewal_failed = false;
+            }
+            Input::RenewFailed => self.last_renewal_failed = true,
+            Input::Lan(view) => {
+                let was = self.lan_admits_self();
+                self.lan = Some(view);
+                self.note_lan_rejoin(was, now);
+            }
+            Input::LanPublished(incarnation) => {
+                let was = self.lan_admits_self();
+                self.lan_published = self.lan_published.max(Some(incarnation));
+                self.note_lan_rejoin(was, now);
             }
             watched => self.index.apply(watched, now),
         }
+    }
+
+    /// When the fast path admits us again (heard on the LAN, and our Lease
+    /// shows the incarnation peers need to clear their dead mark), start the
+    /// same hold-off as after a lease rejoin: peers that took our VIPs
+    /// withdraw only once their watch shows our Lease.
+    fn note_lan_rejoin(&mut self, was_admitted: bool, now: Instant) {
+        if was_admitted || !self.lan_admits_self() {
+            return;
+        }
+        self.joined_at = Some(now);
+        if self
+            .lan
+            .as_ref()
+            .is_some_and(|v| v.incarnation != v.first_incarnation)
+        {
+            // After a LAN fence our view of the peers may be from before it.
+            self.rejoined_at_delivery = Some(self.index.lease_deliveries());
+        }
+    }
+
+    /// Whether the fast path lets us answer: it is off, or it hears us and,
+    /// if we were fenced on the LAN before, our Lease publishes the new
+    /// incarnation (until then peers hold us dead and may own our VIPs).
+    fn lan_admits_self(&self) -> bool {
+        self.lan.as_ref().is_none_or(|v| {
+            !v.must_fence
+                && (v.incarnation == v.first_incarnation
+                    || self.lan_published.is_some_and(|p| p >= v.incarnation))
+        })
+    }
+
+    /// Whether our Lease protects us at `now`: renewed recently enough, or
+    /// cut from the API while the fast path shows that no peer can reach
+    /// it either (so none can be expiring our Lease; issue 13's outage rule).
+    fn lease_protects(&self, now: Instant) -> bool {
+        !self.fence.is_fenced(now) || self.lan.as_ref().is_some_and(|v| v.api_grace)
+    }
+
+    /// Whether our own Lease renewals succeed at `now` (for the fast path's
+    /// API evidence).
+    pub fn lease_renewing(&self, now: Instant) -> bool {
+        !self.fence.is_fenced(now) && !self.last_renewal_failed
+    }
+
+    /// Lease-live peers with the fast-path incarnation their Leases publish
+    /// (the fast path's membership).
+    pub fn lan_members(&self, now: Instant) -> Vec<(String, Option<u64>)> {
+        self.index.live_peer_incarnations(now)
+    }
+
+    /// Whether the fast path holds `peer` dead: it declared an incarnation
+    /// dead that the peer's Lease has not moved past.
+    fn lan_holds_dead(&self, peer: &str) -> bool {
+        self.lan.as_ref().is_some_and(|v| {
+            v.dead.get(peer).is_some_and(|inc| {
+                self.index
+                    .published_incarnation(peer)
+                    .is_none_or(|p| p <= *inc)
+            })
+        })
+    }
+
+    /// The interface for advertisements that name none, as resolved now.
+    pub fn default_interface(&self) -> Option<&str> {
+        self.default_interface.as_deref()
     }
 
     /// This node's `InternalIP` addresses as its Node object gives them.
@@ -225,9 +317,10 @@ impl Core {
         self.synced(now) || !self.fence.is_fenced(now)
     }
 
-    /// Whether our own lease no longer protects us at `now`.
+    /// Whether we must answer nothing at `now`: our Lease no longer
+    /// protects us, or the LAN fast path fences us.
     pub fn is_fenced(&self, now: Instant) -> bool {
-        self.fence.is_fenced(now)
+        !self.lease_protects(now) || !self.lan_admits_self()
     }
 
     /// VIPs currently announced by this node.
@@ -273,12 +366,14 @@ impl Core {
         .min()
     }
 
-    /// The nodes that may own VIPs at `now`: live peers, plus ourselves
-    /// while our lease protects us (our own lease as seen by the watch is
+    /// The nodes that may own VIPs at `now`: live peers (their Lease is
+    /// live and the fast path does not hold them dead), plus ourselves
+    /// while neither fence holds (our own lease as seen by the watch is
     /// ignored; the fence is the stricter judge).
     pub fn members(&self, now: Instant) -> BTreeSet<String> {
         let mut m = self.index.live_peers(now);
-        if !self.fence.is_fenced(now) && !self.stopping {
+        m.retain(|p| !self.lan_holds_dead(p));
+        if !self.is_fenced(now) && !self.stopping {
             m.insert(self.node.clone());
         }
         m
@@ -290,7 +385,10 @@ impl Core {
     pub fn decide(&mut self, now: Instant) -> Actions {
         let mut actions = Actions::default();
         let mut wanted = if self.synced(now) {
-            self.elect(now, &mut actions)
+            let members = self.members(now);
+            self.elect(members, now, &mut actions)
+        } else if self.decided_once && self.in_api_outage() {
+            self.elect_in_api_outage(now, &mut actions)
         } else if self.decided_once {
             // A watch is down or silent: keep what we announce (our lease
             // still protects it) but take nothing new on a stale view.
@@ -302,7 +400,7 @@ impl Core {
         } else {
             Wanted::default()
         };
-        if self.fence.is_fenced(now) || self.stopping {
+        if self.is_fenced(now) || self.stopping {
             wanted = Wanted::default();
         }
         self.reconcile(wanted, &mut actions);
@@ -311,10 +409,9 @@ impl Core {
 
     /// Runs the election on a synced view: what we should announce now, and
     /// the election changes seen.
-    fn elect(&mut self, now: Instant, actions: &mut Actions) -> Wanted {
+    fn elect(&mut self, members: BTreeSet<String>, now: Instant, actions: &mut Actions) -> Wanted {
         let mut wanted = Wanted::default();
         self.plan = eligibility(self.index.view(), self.class);
-        let members = self.members(now);
         let mut owners = BTreeMap::new();
         let mut contested = BTreeMap::new();
         for (vip, plan) in &self.plan {
@@ -351,6 +448,50 @@ impl Core {
         self.owners = owners;
         self.contested = contested;
         self.decided_once = true;
+        wanted
+    }
+
+    /// Whether every node is cut from the API as far as the fast path can
+    /// tell (our API-outage grace holds): the lease view is stale for
+    /// everyone and only the LAN can still show a death.
+    fn in_api_outage(&self) -> bool {
+        self.lan.as_ref().is_some_and(|v| v.api_grace)
+    }
+
+    /// The election during an API outage (issue 13): the lease view is
+    /// stale, so membership is frozen at the peers that were live when it
+    /// turned stale, minus those the LAN declares dead. We keep what we
+    /// announce and take only VIPs whose owner the LAN declared dead (it
+    /// has fenced: the fast path's inequality); nothing else moves on a
+    /// stale view.
+    fn elect_in_api_outage(&mut self, now: Instant, actions: &mut Actions) -> Wanted {
+        let from_dead: BTreeSet<IpAddr> = self
+            .owners
+            .iter()
+            .filter(|(_, o)| {
+                o.as_deref()
+                    .is_some_and(|o| o != self.node && self.lan_holds_dead(o))
+            })
+            .map(|(v, _)| *v)
+            .collect();
+        let mut members = self.index.live_peers_when_view_went_stale();
+        members.retain(|p| !self.lan_holds_dead(p));
+        if !self.is_fenced(now) && !self.stopping {
+            members.insert(self.node.clone());
+        }
+        let mut wanted = self.elect(members, now, actions);
+        wanted
+            .vips
+            .retain(|v, _| self.announced.contains_key(v) || from_dead.contains(v));
+        let plan = &self.plan;
+        let kept: BTreeSet<&ServiceKey> = wanted
+            .vips
+            .keys()
+            .filter_map(|v| plan.get(v))
+            .flat_map(|p| p.services.iter())
+            .collect();
+        wanted.statuses.retain(|svc, _| kept.contains(svc));
+        wanted.co_owners.retain(|svc, _| kept.contains(svc));
         wanted
     }
 
@@ -728,6 +869,157 @@ mod tests {
             t1,
         );
         assert_eq!(c.decide(t1).announce.len(), mine);
+    }
+
+    fn lan(must_fence: bool, incarnation: u64, dead: &[(&str, u64)]) -> Input {
+        Input::Lan(super::super::lan::LanView {
+            must_fence,
+            incarnation,
+            first_incarnation: 1,
+            dead: dead.iter().map(|(n, i)| (n.to_string(), *i)).collect(),
+            api_grace: false,
+        })
+    }
+
+    #[test]
+    fn a_peer_the_lan_declares_dead_loses_its_vips_at_once_and_back_on_a_newer_incarnation() {
+        let t0 = Instant::now();
+        let mut b = core("node-b", t0);
+        b.apply(Input::Renewed { sent_at: t0 }, t0);
+        b.apply(lan(false, 1, &[]), t0);
+        b.decide(t0);
+        let of_a: BTreeSet<IpAddr> = vips()
+            .into_iter()
+            .filter(|v| {
+                owner_of(*v, &NODES) == "node-a" && owner_of(*v, &["node-b", "node-c"]) == "node-b"
+            })
+            .collect();
+        assert!(!of_a.is_empty());
+        // node-a's Lease is still live: only the verdict moves its VIPs.
+        let t1 = t0 + Duration::from_millis(300);
+        b.apply(lan(false, 1, &[("node-a", 7)]), t1);
+        let taken: BTreeSet<IpAddr> = b.decide(t1).announce.into_iter().map(|(v, _)| v).collect();
+        assert_eq!(
+            taken, of_a,
+            "taken at the verdict, no takeover delay needed"
+        );
+        // A Lease still showing the dead incarnation changes nothing...
+        let a7 = fixtures::lease("node-a", "node-a", "2026-01-01T00:00:00.500000Z")
+            .annotate(super::super::lan::INCARNATION_ANNOTATION, "7")
+            .build();
+        b.apply(Input::Lease(Change::Apply(a7)), t1);
+        assert!(b.decide(t1).withdraw.is_empty());
+        // ...a newer one makes node-a a member again.
+        let a8 = fixtures::lease("node-a", "node-a", "2026-01-01T00:00:00.600000Z")
+            .annotate(super::super::lan::INCARNATION_ANNOTATION, "8")
+            .build();
+        b.apply(Input::Lease(Change::Apply(a8)), t1);
+        let back: BTreeSet<IpAddr> = b.decide(t1).withdraw.into_iter().collect();
+        assert_eq!(back, of_a);
+    }
+
+    #[test]
+    fn a_lan_fence_withdraws_everything_and_rejoining_waits_for_the_published_incarnation() {
+        let t0 = Instant::now();
+        let mut c = core("node-a", t0);
+        c.apply(Input::Renewed { sent_at: t0 }, t0);
+        c.apply(lan(true, 1, &[]), t0);
+        assert!(c.decide(t0).announce.is_empty(), "not heard on the LAN yet");
+        c.apply(lan(false, 1, &[]), t0);
+        let mine = c.decide(t0).announce.len();
+        assert!(mine > 0);
+        let t1 = t0 + Duration::from_millis(200);
+        c.apply(lan(true, 1, &[]), t1);
+        assert_eq!(c.decide(t1).withdraw.len(), mine, "fenced on the LAN");
+        assert!(c.is_fenced(t1));
+        // A new incarnation, heard, but peers hold the old one dead until
+        // our Lease shows the new one.
+        let t2 = t1 + Duration::from_millis(600);
+        c.apply(Input::Renewed { sent_at: t2 }, t2);
+        c.apply(lan(false, 2, &[]), t2);
+        assert!(c.decide(t2).announce.is_empty(), "not published yet");
+        c.apply(Input::LanPublished(2), t2);
+        assert!(
+            c.decide(t2).announce.is_empty(),
+            "no lease delivery since the rejoin"
+        );
+        c.apply(
+            Input::Lease(Change::Resync(all_leases("00:00:01.000000"))),
+            t2,
+        );
+        assert_eq!(c.decide(t2).announce.len(), mine);
+    }
+
+    #[test]
+    fn during_an_api_outage_only_the_vips_of_a_peer_the_lan_declares_dead_move() {
+        let t0 = Instant::now();
+        let mut b = core("node-b", t0);
+        b.apply(Input::Renewed { sent_at: t0 }, t0);
+        b.apply(lan(false, 1, &[]), t0);
+        let mine: BTreeSet<IpAddr> = b.decide(t0).announce.into_iter().map(|(v, _)| v).collect();
+        let of_a: BTreeSet<IpAddr> = vips()
+            .into_iter()
+            .filter(|v| {
+                owner_of(*v, &NODES) == "node-a" && owner_of(*v, &["node-b", "node-c"]) == "node-b"
+            })
+            .collect();
+        // Every node loses the API: the lease watch fails, renewals fail.
+        let t1 = t0 + Duration::from_millis(500);
+        b.apply(Input::Lease(Change::Broken), t1);
+        b.apply(Input::RenewFailed, t1);
+        assert!(!b.synced(t1));
+        let outage = |dead: &[(&str, u64)]| {
+            let mut v = match lan(false, 1, dead) {
+                Input::Lan(v) => v,
+                _ => unreachable!(),
+            };
+            v.api_grace = true;
+            Input::Lan(v)
+        };
+        b.apply(outage(&[]), t1);
+        assert!(b.decide(t1).is_empty(), "nothing moves on a stale view");
+        // Past our lease fence, still answering: nobody can take over.
+        let t2 = t0 + D;
+        assert!(b.decide(t2).withdraw.is_empty());
+        // node-a crashes: the LAN says so, and only its VIPs move, to the
+        // node the election picks without it.
+        b.apply(outage(&[("node-a", 7)]), t2);
+        let taken: BTreeSet<IpAddr> = b.decide(t2).announce.into_iter().map(|(v, _)| v).collect();
+        assert_eq!(taken, of_a);
+        assert!(taken.is_disjoint(&mine));
+        // Without the grace (a peer reaches the API) a stale view takes nothing.
+        let mut c = core("node-b", t0);
+        c.apply(Input::Renewed { sent_at: t0 }, t0);
+        c.apply(lan(false, 1, &[]), t0);
+        c.decide(t0);
+        c.apply(Input::Lease(Change::Broken), t1);
+        c.apply(lan(false, 1, &[("node-a", 7)]), t1);
+        assert!(c.decide(t1).announce.is_empty());
+    }
+
+    #[test]
+    fn the_api_outage_grace_keeps_answering_past_the_lease_fence() {
+        let t0 = Instant::now();
+        let mut c = core("node-a", t0);
+        c.apply(Input::Renewed { sent_at: t0 }, t0);
+        c.apply(lan(false, 1, &[]), t0);
+        let mine = c.decide(t0).announce.len();
+        let deadline = t0 + D - MARGIN;
+        let mut grace = super::super::lan::LanView {
+            must_fence: false,
+            incarnation: 1,
+            first_incarnation: 1,
+            dead: BTreeMap::new(),
+            api_grace: true,
+        };
+        c.apply(Input::Lan(grace.clone()), deadline);
+        assert!(
+            c.decide(deadline).withdraw.is_empty(),
+            "nobody reaches the API"
+        );
+        grace.api_grace = false;
+        c.apply(Input::Lan(grace), deadline);
+        assert_eq!(c.decide(deadline).withdraw.len(), mine, "a peer reaches it");
     }
 
     #[test]

@@ -23,6 +23,10 @@ impl Announcer for Dataplane {
         Dataplane::withdraw_all(self);
     }
 
+    fn set_answer_window(&self, window: crate::l2::AnswerWindow) {
+        Dataplane::set_answer_window(self, window);
+    }
+
     fn subscribe_conflicts(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<IpConflict>> {
         let conflicts = Dataplane::subscribe_conflicts(self);
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();

@@ -49,6 +49,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::core::{Actions, Change, Core, Input};
 use super::eligibility::{INTERFACES_ANNOTATION, ServiceKey};
+use super::lan::{INCARNATION_ANNOTATION, Lan, LanConfig};
 use super::status::{self, StatusMsg};
 use super::{Announcer, IpConflict, SpeakerConfig, SpeakerError, netinfo};
 use crate::api::events::Reason;
@@ -88,7 +89,9 @@ async fn run_inner(
     let (tx, rx) = mpsc::channel::<Input>(1024);
     let mut tasks = JoinSet::new();
     spawn_watchers(&client, &config, &tx, &mut tasks);
-    let renewer = Renewer::spawn(&client, &config, own_interfaces.clone(), tx);
+    let (published_tx, published_rx) = tokio::sync::watch::channel(None);
+    let lan = start_lan(&config, &tx, &announcer, published_tx);
+    let renewer = Renewer::spawn(&client, &config, own_interfaces.clone(), tx, published_rx);
     let (status_tx, status_rx) = mpsc::unbounded_channel();
     let status_stop = CancellationToken::new();
     let status_task = tokio::spawn(
@@ -116,6 +119,7 @@ async fn run_inner(
         announcer: announcer.as_ref(),
         status_tx: &status_tx,
         may_renew: &renewer.may_renew,
+        lan: lan.as_ref(),
         resolved_for: None,
         first_decision_sent: false,
         retry_at: None,
@@ -124,11 +128,52 @@ async fn run_inner(
 
     // Graceful hand-over: stop answering first, then tell peers.
     decisions.withdraw_everything();
+    if let Some(lan) = &lan {
+        // Tells our witnesses to stop watching us (without it they would
+        // reach a verdict: harmless, only noisier), alongside the release,
+        // which is what hands the VIPs over.
+        lan.leave();
+    }
     renewer.stop_and_release(&client, &config).await;
+    if let Some(lan) = lan {
+        lan.join();
+    }
     status_stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(2), status_task).await;
     tasks.shutdown().await;
     result
+}
+
+/// Starts the LAN fast path when a key is configured.
+fn start_lan(
+    config: &SpeakerConfig,
+    tx: &mpsc::Sender<Input>,
+    announcer: &Arc<dyn Announcer>,
+    published: tokio::sync::watch::Sender<Option<u64>>,
+) -> Option<Lan> {
+    let Some(keys) = config.fastpath_keys.clone() else {
+        warn!("no --fastpath-key-file: LAN fast path off, crash failover takes a lease duration");
+        return None;
+    };
+    let lan_config = LanConfig {
+        detector: config.fastpath.clone(),
+        keys,
+        lease_fence_window: config.lease_duration.saturating_sub(config.fence_margin),
+    };
+    match Lan::spawn(
+        config.node_name.clone(),
+        lan_config,
+        tx.clone(),
+        announcer.clone(),
+        published,
+        config.metrics.lan.clone(),
+    ) {
+        Ok(lan) => Some(lan),
+        Err(e) => {
+            warn!(error = %e, "cannot start the LAN fast path; running on the Lease alone");
+            None
+        }
+    }
 }
 
 /// Starts one watch per kind the core reads, all feeding `tx`.
@@ -207,6 +252,7 @@ impl Renewer {
         config: &SpeakerConfig,
         interfaces: BTreeSet<String>,
         tx: mpsc::Sender<Input>,
+        published: tokio::sync::watch::Receiver<Option<u64>>,
     ) -> Self {
         let lease_name = format!("{SPEAKER_LEASE_PREFIX}{}", config.node_name);
         let ns = config.namespace.as_str();
@@ -219,7 +265,7 @@ impl Renewer {
                 lease_name.clone(),
                 interfaces,
                 config.clone(),
-                (tx, may_renew_rx),
+                (tx, may_renew_rx, published),
                 stop.clone(),
             )
             .instrument(info_span!("lease_renew", lease = %lease_name)),
@@ -273,6 +319,8 @@ struct DecisionLoop<'a> {
     status_tx: &'a mpsc::UnboundedSender<StatusMsg>,
     /// Tells the renewer whether renewing is useful.
     may_renew: &'a tokio::sync::watch::Sender<bool>,
+    /// The LAN fast path, when on: told the interface and the members.
+    lan: Option<&'a Lan>,
     /// Conflicts the dataplane detects.
     conflicts: Option<mpsc::UnboundedReceiver<IpConflict>>,
     /// The Node's InternalIPs the default interface was last resolved for.
@@ -343,6 +391,13 @@ impl DecisionLoop<'_> {
         if synced && !self.first_decision_sent {
             self.first_decision_sent = true;
             let _ = self.status_tx.send(StatusMsg::FirstDecisionDone);
+        }
+        if let Some(lan) = self.lan {
+            lan.set_interface(self.core.default_interface().map(str::to_string));
+            lan.set_members(
+                self.core.lan_members(std_now),
+                self.core.lease_renewing(std_now),
+            );
         }
         let fenced = self.core.is_fenced(std_now);
         let may_renew = self.core.may_renew(std_now);
@@ -675,7 +730,11 @@ async fn renew(
     lease_name: String,
     interfaces: BTreeSet<String>,
     config: SpeakerConfig,
-    (tx, mut may_renew): (mpsc::Sender<Input>, tokio::sync::watch::Receiver<bool>),
+    (tx, mut may_renew, mut published): (
+        mpsc::Sender<Input>,
+        tokio::sync::watch::Receiver<bool>,
+        tokio::sync::watch::Receiver<Option<u64>>,
+    ),
     stop: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(config.lease_renew);
@@ -686,11 +745,22 @@ async fn renew(
     let interfaces = interfaces.join(",");
     // resourceVersion of our last successful write; None = (re)acquire.
     let mut held: Option<String> = None;
+    // Without the fast path (no key) its sender is gone from the start:
+    // then only the tick renews.
+    let mut lan_on = true;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
+            // A new confirmed fast-path incarnation is published at once:
+            // after a LAN fence, peers hold us dead until they see it. One
+            // extra request per rejoin, so the load stays per node.
+            r = published.changed(), if lan_on => if r.is_err() {
+                lan_on = false;
+                continue;
+            },
         }
+        let incarnation = *published.borrow_and_update();
         if !*may_renew.borrow_and_update() {
             // Fenced and not synced (see `Core::may_renew`): wait for the
             // watches, then renew at once rather than on the next tick.
@@ -704,7 +774,7 @@ async fn renew(
             &lock,
             &leases,
             &lease_name,
-            &interfaces,
+            (&interfaces, incarnation),
             &config,
             held.clone(),
         );
@@ -728,6 +798,11 @@ async fn renew(
                 if tx.send(renewed).await.is_err() {
                     return;
                 }
+                if let Some(inc) = incarnation
+                    && tx.send(Input::LanPublished(inc)).await.is_err()
+                {
+                    return;
+                }
             }
             Ok(Ok(None)) => {
                 held = None;
@@ -739,10 +814,16 @@ async fn renew(
             Ok(Err(e)) => {
                 config.metrics.lease_renew_failures.inc();
                 warn!(error = %e, "lease renewal failed");
+                if tx.send(Input::RenewFailed).await.is_err() {
+                    return;
+                }
             }
             Err(_) => {
                 config.metrics.lease_renew_failures.inc();
                 warn!(timeout = ?attempt_timeout, "lease renewal timed out");
+                if tx.send(Input::RenewFailed).await.is_err() {
+                    return;
+                }
             }
         }
     }
@@ -757,12 +838,12 @@ async fn renew_once(
     lock: &LeaseLock,
     leases: &Api<Lease>,
     name: &str,
-    interfaces: &str,
+    published: (&str, Option<u64>),
     config: &SpeakerConfig,
     held: Option<String>,
 ) -> Result<Option<String>, String> {
     if let Some(rv) = held {
-        match patch_if_unchanged(leases, name, &rv, interfaces, config).await {
+        match patch_if_unchanged(leases, name, &rv, published, config).await {
             Ok(rv) => return Ok(Some(rv)),
             Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {
                 info!(code = e.code, "own lease changed or vanished; re-acquiring");
@@ -772,16 +853,19 @@ async fn renew_once(
     }
     match lock.try_acquire_or_renew().await {
         Ok(LeaseLockResult::Acquired(lease)) => {
-            let published = lease
-                .annotations()
+            let annotations = lease.annotations();
+            let shown = annotations
                 .get(INTERFACES_ANNOTATION)
-                .is_some_and(|v| v == interfaces);
+                .is_some_and(|v| *v == published.0)
+                && published.1.is_none_or(|inc| {
+                    annotations.get(INCARNATION_ANNOTATION) == Some(&inc.to_string())
+                });
             let rv = lease.metadata.resource_version.unwrap_or_default();
-            if published {
+            if shown {
                 return Ok(Some(rv));
             }
             // The lease is ours; a failure here only delays publishing.
-            match patch_if_unchanged(leases, name, &rv, interfaces, config).await {
+            match patch_if_unchanged(leases, name, &rv, published, config).await {
                 Ok(rv) => Ok(Some(rv)),
                 Err(e) => {
                     debug!(error = %e, "publishing interfaces on the lease failed; will retry");
@@ -800,14 +884,18 @@ async fn patch_if_unchanged(
     leases: &Api<Lease>,
     name: &str,
     rv: &str,
-    interfaces: &str,
+    (interfaces, incarnation): (&str, Option<u64>),
     config: &SpeakerConfig,
 ) -> Result<String, kube::Error> {
     let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(jiff::Timestamp::now());
+    let mut annotations = serde_json::json!({ INTERFACES_ANNOTATION: interfaces });
+    if let Some(inc) = incarnation {
+        annotations[INCARNATION_ANNOTATION] = inc.to_string().into();
+    }
     let patch = serde_json::json!({
         "metadata": {
             "resourceVersion": rv,
-            "annotations": {INTERFACES_ANNOTATION: interfaces},
+            "annotations": annotations,
         },
         "spec": {
             "holderIdentity": config.node_name,
