@@ -6,6 +6,7 @@
 //! steady state with 10 and 1000 VIPs, counted at the embedded API server.
 
 use super::BenchError;
+use crate::lab::net::Capture;
 use crate::lab::probe;
 use crate::lab::world::{Lab, LabOptions, preflight};
 use k8s_openapi::api::core::v1::Service;
@@ -62,13 +63,7 @@ async fn trial(
     graceful: bool,
     name: &str,
 ) -> Result<(f64, usize), BenchError> {
-    let owner = lab
-        .wait_owner("default", "svc-0", None, Duration::from_secs(30))
-        .await
-        .map_err(err)?;
-    let idx = lab
-        .node_index(&owner)
-        .ok_or_else(|| err(format!("unknown owner {owner}")))?;
+    let idx = owner_of_svc0(lab).await?;
     let (capture, arp) = lab.watch_from_client(IpAddr::V4(vip), name).map_err(err)?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let event = Instant::now();
@@ -84,6 +79,35 @@ async fn trial(
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let samples = arp.stop();
+    let doubles = doubles_on_the_wire(lab, capture, vip)?;
+    let switch = probe::switch_after(&samples, event)
+        .ok_or_else(|| err("the VIP was not answered by another node"))?;
+    // Put the node back and let it settle before the next trial.
+    if !graceful {
+        lab.node(idx).link_up().map_err(err)?;
+    }
+    lab.start_speaker(idx).map_err(err)?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    Ok((switch.first_new.as_secs_f64() * 1000.0, doubles))
+}
+
+/// Index of the node that owns `default/svc-0`, the VIP every trial watches.
+pub(super) async fn owner_of_svc0(lab: &Lab) -> Result<usize, BenchError> {
+    let owner = lab
+        .wait_owner("default", "svc-0", None, Duration::from_secs(30))
+        .await
+        .map_err(err)?;
+    lab.node_index(&owner)
+        .ok_or_else(|| err(format!("unknown owner {owner}")))
+}
+
+/// Stops `capture` (taken at the client) and counts the client's requests
+/// for `vip` that two nodes answered, printing each with its capture time.
+pub(super) fn doubles_on_the_wire(
+    lab: &Lab,
+    capture: Capture,
+    vip: Ipv4Addr,
+) -> Result<usize, BenchError> {
     let pcap = capture.stop().map_err(err)?;
     let wire = lab.wire_answers(&pcap, vip).map_err(err)?;
     if wire.requests == 0 {
@@ -99,15 +123,7 @@ async fn trial(
             macs.join(", ")
         );
     }
-    let switch = probe::switch_after(&samples, event)
-        .ok_or_else(|| err("the VIP was not answered by another node"))?;
-    // Put the node back and let it settle before the next trial.
-    if !graceful {
-        lab.node(idx).link_up().map_err(err)?;
-    }
-    lab.start_speaker(idx).map_err(err)?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    Ok((switch.first_new.as_secs_f64() * 1000.0, wire.doubles.len()))
+    Ok(wire.doubles.len())
 }
 
 fn percentile(mut v: Vec<f64>, p: f64) -> f64 {

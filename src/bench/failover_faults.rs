@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::BenchError;
+use super::failover::{doubles_on_the_wire, owner_of_svc0};
 use crate::lab::probe::Sample;
 use crate::lab::world::Lab;
 
@@ -94,13 +95,7 @@ async fn trial(
     fault: Fault,
     tag: &str,
 ) -> Result<Outcome, BenchError> {
-    let owner = lab
-        .wait_owner("default", "svc-0", None, Duration::from_secs(30))
-        .await
-        .map_err(err)?;
-    let idx = lab
-        .node_index(&owner)
-        .ok_or_else(|| err(format!("unknown owner {owner}")))?;
+    let idx = owner_of_svc0(lab).await?;
     let host = lab.node(idx).clone();
     let (capture, arp) = lab.watch_from_client(IpAddr::V4(vip), tag).map_err(err)?;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -134,37 +129,17 @@ async fn trial(
     tokio::time::sleep(Duration::from_secs(3)).await;
     let end = Instant::now();
     let samples = arp.stop();
-    let pcap = capture.stop().map_err(err)?;
-    let wire = lab.wire_answers(&pcap, vip).map_err(err)?;
-    if wire.requests == 0 {
-        return Err(err(format!(
-            "no ARP request for {vip} in {}",
-            pcap.display()
-        )));
-    }
-    for (at, macs) in &wire.doubles {
-        println!(
-            "  double answer at {at:.3} s in {}: {}",
-            pcap.display(),
-            macs.join(", ")
-        );
-    }
+    let doubles = doubles_on_the_wire(lab, capture, vip)?;
     Ok(Outcome {
         outage_ms: longest_gap(&samples, event, end),
-        doubles: wire.doubles.len(),
+        doubles,
     })
 }
 
 /// Every node cut from the API for 30 s; the owner crashes (SIGKILL +
 /// link down) 15 s in. Returns (longest gap, doubles).
 async fn api_outage_all(lab: &mut Lab, vip: Ipv4Addr) -> Result<Outcome, BenchError> {
-    let owner = lab
-        .wait_owner("default", "svc-0", None, Duration::from_secs(30))
-        .await
-        .map_err(err)?;
-    let idx = lab
-        .node_index(&owner)
-        .ok_or_else(|| err(format!("unknown owner {owner}")))?;
+    let idx = owner_of_svc0(lab).await?;
     let (capture, arp) = lab
         .watch_from_client(IpAddr::V4(vip), "api-outage-all")
         .map_err(err)?;
@@ -187,15 +162,7 @@ async fn api_outage_all(lab: &mut Lab, vip: Ipv4Addr) -> Result<Outcome, BenchEr
     tokio::time::sleep(Duration::from_secs(6)).await;
     let end = Instant::now();
     let samples = arp.stop();
-    let pcap = capture.stop().map_err(err)?;
-    let wire = lab.wire_answers(&pcap, vip).map_err(err)?;
-    for (at, macs) in &wire.doubles {
-        println!(
-            "  double answer at {at:.3} s in {}: {}",
-            pcap.display(),
-            macs.join(", ")
-        );
-    }
+    let doubles = doubles_on_the_wire(lab, capture, vip)?;
     let before_crash = longest_gap(&samples, event, crash);
     let after_crash = longest_gap(&samples, crash, end);
     println!(
@@ -206,7 +173,7 @@ async fn api_outage_all(lab: &mut Lab, vip: Ipv4Addr) -> Result<Outcome, BenchEr
     tokio::time::sleep(Duration::from_secs(3)).await;
     Ok(Outcome {
         outage_ms: before_crash.max(after_crash),
-        doubles: wire.doubles.len(),
+        doubles,
     })
 }
 
