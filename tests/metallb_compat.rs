@@ -17,6 +17,7 @@ use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use l2lb::api::IPAddressPool;
 use l2lb::controller::{ControllerConfig, run};
+use l2lb::lab::apiserver::services::Stack;
 use l2lb::lab::apiserver::{ApiServer, client_for};
 use serde_json::{Value, json};
 use std::future::Future;
@@ -263,6 +264,8 @@ struct Case {
     spec: Value,
     /// Ingress already in status (MetalLB's `in.Status`).
     status: Option<Value>,
+    /// MetalLB's case runs in a single-stack cluster (one ClusterIP).
+    single_stack: bool,
     want: Want,
 }
 
@@ -274,6 +277,7 @@ fn case(metallb: &'static str, annotations: Value, spec: Value, want: Want) -> C
         annotations,
         spec,
         status: None,
+        single_stack: false,
         want,
     }
 }
@@ -490,6 +494,7 @@ fn mutation_cases() -> Vec<Case> {
         ),
         Case {
             ns: "test-ns1",
+            single_stack: true,
             ..case(
                 "single-stack LoadBalancer with PreferDualStack policy",
                 none.clone(),
@@ -515,12 +520,15 @@ fn mutation_cases() -> Vec<Case> {
             prefer(V6),
             Ips(&["1000::"]),
         ),
-        case(
-            "request IPs from dualstack pool with PreferDualStack policy but single stack clusterip",
-            pool_ann("pool5"),
-            prefer(V4),
-            Ips(&["1.2.3.8"]),
-        ),
+        Case {
+            single_stack: true,
+            ..case(
+                "request IPs from dualstack pool with PreferDualStack policy but single stack clusterip",
+                pool_ann("pool5"),
+                prefer(V4),
+                Ips(&["1.2.3.8"]),
+            )
+        },
         // Deliberate difference: MetalLB refuses RequireDualStack with one
         // ClusterIP family; the API server never produces that Service, and
         // l2lb gives RequireDualStack both families (README, Differences).
@@ -684,6 +692,11 @@ async fn metallb_controller_mutation_cases() {
         // A fresh Service per case, deleted after it: MetalLB reuses one
         // Service key and replaces it between cases.
         let name = format!("case-{i}");
+        w._server.0.set_stack(if c.single_stack {
+            Stack::Single
+        } else {
+            Stack::Dual
+        });
         let mut svc = service(c.ns, &name, c.annotations.clone(), c.spec.clone());
         if !c.labels.is_null() {
             svc.metadata.labels = serde_json::from_value(c.labels.clone()).ok();

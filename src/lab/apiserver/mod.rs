@@ -212,6 +212,12 @@ impl ApiServer {
         self.lock().ensure_namespace(name);
     }
 
+    /// Makes the cluster single- or dual-stack for Services created or
+    /// updated from now on (tests replaying a single-stack cluster's cases).
+    pub fn set_stack(&self, stack: services::Stack) {
+        self.lock().stack = stack;
+    }
+
     fn lock(&self) -> MutexGuard<'_, Store> {
         // A panic while holding the lock leaves a consistent store (every
         // write is one insert at the end), so poisoning is ignored.

@@ -30,6 +30,19 @@ pub const NODE_PORT_RANGE: std::ops::RangeInclusive<i64> = 30000..=32767;
 /// is the `kubernetes` Service's in a real cluster), keeping numbers short.
 const FIRST_OFFSET: u128 = 10;
 
+/// Which service IP families the cluster is configured for, as
+/// kube-apiserver's `--service-cluster-ip-range` with one or two ranges.
+/// A single-stack cluster gives a `PreferDualStack` Service one family and
+/// rejects `RequireDualStack`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Stack {
+    /// Both [`SERVICE_CIDR_V4`] and [`SERVICE_CIDR_V6`] (the default).
+    #[default]
+    Dual,
+    /// Only the first family a Service asks for.
+    Single,
+}
+
 /// Cluster IPs and node ports held by the other Services.
 #[derive(Clone, Debug, Default)]
 pub struct Allocated {
@@ -136,7 +149,12 @@ const FAMILY_POLICIES: [&str; 3] = ["PreferDualStack", "RequireDualStack", "Sing
 /// Defaults, allocates and validates a Service on create (`old` = None) or
 /// update. `used` holds what the *other* Services hold. Returns the object
 /// to store, or every field error found.
-pub fn prepare(mut svc: Value, old: Option<&Value>, used: &Allocated) -> Result<Value, Vec<Cause>> {
+pub fn prepare(
+    mut svc: Value,
+    old: Option<&Value>,
+    used: &Allocated,
+    stack: Stack,
+) -> Result<Value, Vec<Cause>> {
     let mut causes = Vec::new();
     if !svc.get("spec").is_some_and(Value::is_object) {
         svc["spec"] = json!({});
@@ -379,7 +397,7 @@ pub fn prepare(mut svc: Value, old: Option<&Value>, used: &Allocated) -> Result<
             causes.push(Cause::required("spec.externalName", ""));
         }
     } else {
-        cluster_ips(spec, &old_cluster_ips, used, &mut causes);
+        cluster_ips(spec, &old_cluster_ips, used, stack, &mut causes);
     }
 
     if causes.is_empty() {
@@ -394,6 +412,7 @@ fn cluster_ips(
     spec: &mut Map<String, Value>,
     old_cluster_ips: &[String],
     used: &Allocated,
+    stack: Stack,
     causes: &mut Vec<Cause>,
 ) {
     let mut ips = strings(spec.get("clusterIPs"));
@@ -494,7 +513,17 @@ fn cluster_ips(
     if families.is_empty() {
         families.push("IPv4".into());
     }
-    if policy != "SingleStack" && families.len() == 1 {
+    if stack == Stack::Single && policy == "RequireDualStack" {
+        causes.push(Cause::invalid(
+            "spec.ipFamilyPolicy",
+            format!("{policy:?}"),
+            "this cluster is not configured for dual-stack services",
+        ));
+        return;
+    }
+    if stack == Stack::Single {
+        families.truncate(1);
+    } else if policy != "SingleStack" && families.len() == 1 {
         families.push(if families[0] == "IPv4" {
             "IPv6".into()
         } else {
@@ -575,8 +604,43 @@ mod tests {
     }
 
     #[test]
+    fn a_single_stack_cluster_gives_prefer_dual_stack_one_family_and_refuses_require() {
+        let with = |policy: &str| {
+            let mut svc = lb();
+            svc["spec"]["ipFamilyPolicy"] = json!(policy);
+            svc["spec"]["ipFamilies"] = json!(["IPv4"]);
+            svc
+        };
+        let prefer = prepare(
+            with("PreferDualStack"),
+            None,
+            &Allocated::default(),
+            Stack::Single,
+        )
+        .unwrap();
+        assert_eq!(prefer["spec"]["ipFamilies"], json!(["IPv4"]));
+        assert_eq!(prefer["spec"]["clusterIPs"], json!(["198.19.128.10"]));
+        let dual = prepare(
+            with("PreferDualStack"),
+            None,
+            &Allocated::default(),
+            Stack::Dual,
+        )
+        .unwrap();
+        assert_eq!(dual["spec"]["ipFamilies"], json!(["IPv4", "IPv6"]));
+        let causes = prepare(
+            with("RequireDualStack"),
+            None,
+            &Allocated::default(),
+            Stack::Single,
+        )
+        .unwrap_err();
+        assert_eq!(causes[0].field, "spec.ipFamilyPolicy");
+    }
+
+    #[test]
     fn load_balancer_gets_every_default_a_real_server_sets() {
-        let svc = prepare(lb(), None, &Allocated::default()).unwrap();
+        let svc = prepare(lb(), None, &Allocated::default(), Stack::Dual).unwrap();
         let spec = &svc["spec"];
         assert_eq!(spec["clusterIP"], "198.19.128.10");
         assert_eq!(spec["clusterIPs"], json!(["198.19.128.10"]));
@@ -594,15 +658,15 @@ mod tests {
     #[test]
     fn allocations_skip_what_others_hold_and_survive_updates() {
         let mut used = Allocated::default();
-        let first = prepare(lb(), None, &used).unwrap();
+        let first = prepare(lb(), None, &used, Stack::Dual).unwrap();
         used.add(&first);
-        let second = prepare(lb(), None, &used).unwrap();
+        let second = prepare(lb(), None, &used, Stack::Dual).unwrap();
         assert_eq!(second["spec"]["clusterIP"], "198.19.128.11");
         assert_eq!(second["spec"]["ports"][0]["nodePort"], 30001);
         // An update that omits the allocated values keeps them.
         let mut update = lb();
         update["spec"]["ports"] = json!([{"port": 80, "protocol": "TCP"}]);
-        let kept = prepare(update, Some(&second), &used).unwrap();
+        let kept = prepare(update, Some(&second), &used, Stack::Dual).unwrap();
         assert_eq!(kept["spec"]["clusterIP"], "198.19.128.11");
         assert_eq!(kept["spec"]["ports"][0]["nodePort"], 30001);
     }
@@ -612,7 +676,7 @@ mod tests {
         let mut svc = lb();
         svc["spec"]["ipFamilyPolicy"] = json!("RequireDualStack");
         svc["spec"]["externalTrafficPolicy"] = json!("Local");
-        let svc = prepare(svc, None, &Allocated::default()).unwrap();
+        let svc = prepare(svc, None, &Allocated::default(), Stack::Dual).unwrap();
         assert_eq!(svc["spec"]["ipFamilies"], json!(["IPv4", "IPv6"]));
         assert_eq!(
             svc["spec"]["clusterIPs"],
@@ -625,7 +689,7 @@ mod tests {
     fn invalid_services_list_field_causes() {
         let svc = json!({"spec": {"type": "Bogus", "clusterIP": "10.0.0.1",
             "ports": [{"port": 0, "protocol": "HTTP"}]}});
-        let causes = prepare(svc, None, &Allocated::default()).unwrap_err();
+        let causes = prepare(svc, None, &Allocated::default(), Stack::Dual).unwrap_err();
         let text: Vec<String> = causes.iter().map(ToString::to_string).collect();
         assert!(text.contains(&r#"spec.type: Unsupported value: "Bogus": supported values: "ClusterIP", "ExternalName", "LoadBalancer", "NodePort""#.to_string()), "{text:?}");
         assert!(
@@ -641,7 +705,7 @@ mod tests {
             "{text:?}"
         );
         let svc = json!({"spec": {"clusterIP": "10.0.0.1", "ports": [{"port": 80}]}});
-        let causes = prepare(svc, None, &Allocated::default()).unwrap_err();
+        let causes = prepare(svc, None, &Allocated::default(), Stack::Dual).unwrap_err();
         assert_eq!(
             causes[0].to_string(),
             "spec.clusterIPs[0]: Invalid value: \"10.0.0.1\": failed to allocate IP 10.0.0.1: provided IP is not in the valid range. The range of valid IPs is 198.19.128.0/17"
@@ -650,11 +714,11 @@ mod tests {
 
     #[test]
     fn cluster_ip_is_immutable() {
-        let svc = prepare(lb(), None, &Allocated::default()).unwrap();
+        let svc = prepare(lb(), None, &Allocated::default(), Stack::Dual).unwrap();
         let mut changed = svc.clone();
         changed["spec"]["clusterIP"] = json!("198.19.128.99");
         changed["spec"]["clusterIPs"] = json!(["198.19.128.99"]);
-        let causes = prepare(changed, Some(&svc), &Allocated::default()).unwrap_err();
+        let causes = prepare(changed, Some(&svc), &Allocated::default(), Stack::Dual).unwrap_err();
         assert_eq!(causes[0].field, "spec.clusterIPs[0]");
     }
 }

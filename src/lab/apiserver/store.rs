@@ -116,6 +116,8 @@ pub struct Store {
     compacted_rv: u64,
     /// Fan-out of every committed change to live watches.
     tx: broadcast::Sender<Arc<Record>>,
+    /// The service IP families Services are defaulted to.
+    pub stack: services::Stack,
 }
 
 impl Default for Store {
@@ -201,6 +203,7 @@ impl Store {
             history_limit: DEFAULT_HISTORY,
             compacted_rv: 0,
             tx,
+            stack: services::Stack::Dual,
         };
         for ns in DEFAULT_NAMESPACES {
             s.ensure_namespace(ns);
@@ -534,7 +537,7 @@ impl Store {
                 used.add(o);
             }
         }
-        services::prepare(obj, old, &used)
+        services::prepare(obj, old, &used, self.stack)
             .map_err(|causes| ApiError::invalid_causes("Service", "", &name, causes))
     }
 
