@@ -118,6 +118,12 @@ pub struct Core {
     /// the same moment would see the others' stale "I reach it" and fence
     /// before the outage grace could start.
     last_renewal_failed: bool,
+    /// Since when decisions have found us fenced (`None` while not), to
+    /// see the fence reopen by any route: a renewal, the fast path
+    /// admitting us, the API-outage grace.
+    fenced_since: Option<Instant>,
+    /// Our fence reopened without a renewal: take nothing new until one.
+    rejoin_awaits_renewal: bool,
 }
 
 /// What one decision wants announced and held, before it is compared with
@@ -174,6 +180,8 @@ impl Core {
             lan: None,
             lan_published: None,
             last_renewal_failed: false,
+            fenced_since: None,
+            rejoin_awaits_renewal: false,
         }
     }
 
@@ -188,13 +196,14 @@ impl Core {
     pub fn apply(&mut self, input: Input, now: Instant) {
         match input {
             Input::Renewed { sent_at } => {
-                if self.fence.is_fenced(now) {
+                if self.fence.is_fenced(now) || self.rejoin_awaits_renewal {
                     self.joined_at = Some(now);
                     // Fenced after having been a member: our view of the
                     // peers may be as old as the cut that fenced us.
                     if self.fence.deadline().is_some() {
                         self.rejoined_at_delivery = Some(self.index.lease_deliveries());
                     }
+                    self.rejoin_awaits_renewal = false;
                 }
                 self.fence.renewed(sent_at);
                 self.last_renewal_failed = false;
@@ -230,6 +239,20 @@ impl Core {
         {
             // After a LAN fence our view of the peers may be from before it.
             self.rejoined_at_delivery = Some(self.index.lease_deliveries());
+        }
+    }
+
+    /// Our fence, closed since `since`, reopened (seen by a decision at
+    /// `now`). A renewal and the fast path note their own rejoin when they
+    /// happen; this catches a reopening neither noted (the API-outage grace
+    /// starting after our lease fence closed). Peers may have taken our
+    /// VIPs meanwhile and withdraw only once they see our Lease renewed, so
+    /// nothing new is taken before a renewal, which starts the usual rejoin.
+    fn note_fence_reopened(&mut self, since: Instant, now: Instant) {
+        if self.joined_at.is_none_or(|j| j < since) {
+            self.joined_at = Some(now);
+            self.rejoined_at_delivery = Some(self.index.lease_deliveries());
+            self.rejoin_awaits_renewal = true;
         }
     }
 
@@ -383,6 +406,14 @@ impl Core {
     /// record of what is announced on the assumption that the actions are
     /// carried out (report failures with [`Core::announce_failed`]).
     pub fn decide(&mut self, now: Instant) -> Actions {
+        match (self.fenced_since, self.is_fenced(now)) {
+            (None, true) => self.fenced_since = Some(now),
+            (Some(since), false) => {
+                self.fenced_since = None;
+                self.note_fence_reopened(since, now);
+            }
+            _ => {}
+        }
         let mut actions = Actions::default();
         let mut wanted = if self.synced(now) {
             let members = self.members(now);
@@ -528,7 +559,7 @@ impl Core {
             contested.insert(vip, since);
             return false;
         }
-        if self.lease_view_predates_rejoin() {
+        if self.rejoin_awaits_renewal || self.lease_view_predates_rejoin() {
             return false;
         }
         let holding_off = self.rejoin_hold_off_end().is_some_and(|t| now < t);
@@ -1020,6 +1051,101 @@ mod tests {
         grace.api_grace = false;
         c.apply(Input::Lan(grace), deadline);
         assert_eq!(c.decide(deadline).withdraw.len(), mine, "a peer reaches it");
+    }
+
+    /// `lan` with the API-outage grace set as given.
+    fn lan_grace(api_grace: bool) -> Input {
+        match lan(false, 1, &[]) {
+            Input::Lan(mut v) => {
+                v.api_grace = api_grace;
+                Input::Lan(v)
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn a_node_cut_from_the_api_keeps_its_peers_on_the_fast_path() {
+        let t0 = Instant::now();
+        let mut a = core("node-a", t0);
+        a.apply(Input::Renewed { sent_at: t0 }, t0);
+        let peers = |a: &Core, at| -> Vec<String> {
+            a.lan_members(at).into_iter().map(|(n, _)| n).collect()
+        };
+        assert_eq!(peers(&a, t0), ["node-b", "node-c"]);
+        // Our lease watch fails: long past a lease duration the peers still
+        // renew, we just cannot see it. Dropping them from the ring would
+        // leave us hearing nobody's evidence that the API is reachable.
+        let t1 = t0 + Duration::from_millis(500);
+        a.apply(Input::Lease(Change::Broken), t1);
+        assert_eq!(peers(&a, t1 + 5 * D), ["node-b", "node-c"]);
+        // A fresh list is the membership again.
+        let t2 = t1 + 6 * D;
+        a.apply(
+            Input::Lease(Change::Resync(vec![lease(
+                "node-b",
+                "node-b",
+                "2026-01-01T00:00:25.000000Z",
+            )])),
+            t2,
+        );
+        assert_eq!(peers(&a, t2), ["node-b"]);
+    }
+
+    #[test]
+    fn an_outage_grace_that_reopens_a_closed_fence_takes_nothing_before_a_renewal() {
+        let delay = Duration::from_millis(250);
+        let t0 = Instant::now();
+        let mut a = core_delayed("node-a", t0, delay);
+        a.apply(Input::Renewed { sent_at: t0 }, t0);
+        a.apply(lan_grace(false), t0);
+        let mine: BTreeSet<IpAddr> = a
+            .decide(t0 + delay)
+            .announce
+            .into_iter()
+            .map(|(v, _)| v)
+            .collect();
+        assert!(!mine.is_empty());
+        // Cut from the API while peers are not: the lease fence closes and
+        // the peers take our VIPs.
+        let t1 = t0 + Duration::from_secs(1);
+        a.apply(Input::Renewed { sent_at: t1 }, t1);
+        a.apply(Input::Lease(Change::Broken), t1);
+        let fenced = t1 + D - MARGIN;
+        assert_eq!(a.decide(fenced).withdraw.len(), mine.len());
+        // Then the fast path grants the outage grace (wrongly: say it lost
+        // sight of the peers' evidence). The fence reopens, but that is no
+        // renewal: peers still hold our VIPs and see our Lease expired.
+        let graced = fenced + Duration::from_secs(1);
+        a.apply(lan_grace(true), graced);
+        assert!(!a.is_fenced(graced));
+        assert!(a.decide(graced).is_empty());
+        // The lease watch lists again before any renewal: still nothing.
+        let listed = t0 + Duration::from_secs(20);
+        a.apply(
+            Input::Lease(Change::Resync(all_leases("00:00:20.000000"))),
+            listed,
+        );
+        assert!(
+            a.decide(listed + delay).announce.is_empty(),
+            "no renewal since the fence reopened"
+        );
+        // A renewal starts the usual rejoin: a delivery, then the hold-off.
+        let renewed = listed + delay + Duration::from_millis(10);
+        a.apply(Input::Renewed { sent_at: renewed }, renewed);
+        a.apply(lan_grace(false), renewed);
+        a.apply(
+            Input::Lease(Change::Resync(all_leases("00:00:20.300000"))),
+            renewed,
+        );
+        assert!(a.decide(renewed).announce.is_empty(), "holding off");
+        let back: BTreeSet<IpAddr> = a
+            .decide(renewed + delay)
+            .announce
+            .into_iter()
+            .map(|(v, _)| v)
+            .collect();
+        assert_eq!(back, mine);
     }
 
     #[test]

@@ -360,9 +360,20 @@ impl Index {
         self.live_peers(since)
     }
 
-    /// Live peers with the fast-path incarnation each Lease publishes.
+    /// Live peers with the fast-path incarnation each Lease publishes: the
+    /// fast path's membership. While the lease view is stale these are the
+    /// peers live when it turned stale, as in an API outage's election:
+    /// otherwise they would expire only because we cannot see them, and a
+    /// ring emptied that way hears no peer's evidence of a reachable API,
+    /// so it would grant us the outage grace while peers take our VIPs,
+    /// and it would stop watching a peer that dies during the outage.
     pub fn live_peer_incarnations(&self, now: Instant) -> Vec<(String, Option<u64>)> {
-        self.live_peers(now)
+        let peers = if self.lease_view_stale(now) {
+            self.live_peers_when_view_went_stale()
+        } else {
+            self.live_peers(now)
+        };
+        peers
             .into_iter()
             .map(|n| {
                 let inc = self.lease_incarnations.get(&n).copied();
