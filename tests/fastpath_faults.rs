@@ -209,3 +209,70 @@ async fn an_owner_that_hears_no_fast_path_frames_fences_first() {
     };
     no_double_answers_through(cut, "fpcutin").await;
 }
+
+/// Every node loses the API server (an upgrade, an etcd failure): the
+/// owner keeps answering past its lease fence, since no peer can take its
+/// VIP; it then crashes in the middle of the outage, and a survivor takes
+/// the VIP through the fast path alone; the API returns and all settles.
+/// No request is ever answered twice. (How long each gap is belongs to
+/// the bench's `api_outage_all`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_outage_for_every_node_keeps_answering_and_replaces_a_crashed_owner() {
+    if !require_netns("an_api_outage_for_every_node_keeps_answering_and_replaces_a_crashed_owner") {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let mut lab = lab("fpapiall").await;
+    let vip = demo(&lab).await;
+    let o = settled_owner(&lab, vip).await;
+    let host = lab.node(o).clone();
+    let owner_mac = lab.mac_of(o);
+    let nodes: Vec<IpAddr> = (0..3).map(|i| IpAddr::V4(lab.node(i).ipv4)).collect();
+    let (capture, probe) = lab
+        .watch_from_client(IpAddr::V4(vip), "fpapiall-client")
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let cut = Instant::now();
+    for ip in &nodes {
+        lab.api.faults().block(*ip);
+    }
+    // Twice the lease duration: without the outage rule the owner would
+    // have fenced and withdrawn by now.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let crash = Instant::now();
+    lab.stop_speaker(o, false);
+    host.link_down().unwrap();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let back = Instant::now();
+    for ip in &nodes {
+        lab.api.faults().unblock(*ip);
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let samples = probe.stop();
+    let wire = lab.wire_answers(&capture.stop().unwrap(), vip).unwrap();
+
+    assert!(
+        wire.doubles.is_empty(),
+        "requests answered by two nodes: {:?}",
+        wire.doubles
+    );
+    let late_in_the_outage = cut + Duration::from_secs(6);
+    assert!(
+        samples
+            .iter()
+            .any(|s| s.at > late_in_the_outage && s.at < crash && s.what == owner_mac),
+        "the owner stopped answering during the outage although no peer could take over"
+    );
+    assert!(
+        samples
+            .iter()
+            .any(|s| s.at > crash && s.at < back && s.what != owner_mac),
+        "no survivor took the crashed owner's VIP while the API was down"
+    );
+    assert!(
+        samples.iter().any(|s| s.at > back),
+        "the VIP was not answered after the API returned"
+    );
+    host.link_up().unwrap();
+}
