@@ -276,3 +276,75 @@ async fn an_api_outage_for_every_node_keeps_answering_and_replaces_a_crashed_own
     );
     host.link_up().unwrap();
 }
+
+/// A fresh install: no Secret, so the speakers start on their Leases alone;
+/// a controller generates the Secret, "kubelet" (the lab) mounts it, and
+/// every speaker picks the key up without a restart and joins the fast
+/// path: then a crashed owner is replaced with no double answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn speakers_pick_up_the_key_the_controller_generates_without_a_restart() {
+    if !require_netns("speakers_pick_up_the_key_the_controller_generates_without_a_restart") {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let mut opts = LabOptions::new("fpkeygen").unwrap();
+    opts.binary = PathBuf::from(env!("CARGO_BIN_EXE_l2lb"));
+    opts.controllers = 1;
+    opts.fastpath_key_from_controller = true;
+    let mut lab = Lab::start(opts).await.expect("lab starts");
+    let speakers: Vec<String> = (0..3)
+        .map(|i| format!("{}-speaker", lab.node(i).name))
+        .collect();
+    let accepted = |lab: &Lab, i: usize| -> f64 {
+        let out = lab
+            .node(i)
+            .run(&["curl", "-s", "http://127.0.0.1:7473/metrics"])
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("l2lb_speaker_fastpath_accepted_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let deadline = Instant::now() + WAIT;
+    while (0..3).any(|i| accepted(&lab, i) == 0.0) {
+        assert!(
+            Instant::now() < deadline,
+            "the fast path never came on everywhere"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for log in &speakers {
+        let text = std::fs::read_to_string(lab.log_path(log)).unwrap();
+        assert!(
+            text.contains("fast-path key file missing"),
+            "{log} started with a key"
+        );
+        assert!(text.contains("fast-path keys loaded"), "{log}");
+    }
+    let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config");
+    lab.apply_file(&config.join("ipaddresspool.yaml"))
+        .await
+        .unwrap();
+    lab.apply_file(&config.join("l2advertisement.yaml"))
+        .await
+        .unwrap();
+    let vip = demo(&lab).await;
+    let o = settled_owner(&lab, vip).await;
+    let owner_mac = lab.mac_of(o);
+    let (capture, probe) = lab
+        .watch_from_client(IpAddr::V4(vip), "fpkeygen-client")
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    lab.stop_speaker(o, false);
+    lab.node(o).link_down().unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let samples = probe.stop();
+    let wire = lab.wire_answers(&capture.stop().unwrap(), vip).unwrap();
+    lab.node(o).link_up().unwrap();
+    assert!(wire.doubles.is_empty(), "{:?}", wire.doubles);
+    assert!(
+        samples.iter().any(|s| s.what != owner_mac),
+        "no survivor took over"
+    );
+}

@@ -30,12 +30,15 @@ use tracing::{debug, info, trace, warn};
 
 use super::Announcer;
 use super::core::Input;
+use crate::fastpath::keyfile::parse_keys;
 use crate::fastpath::{Config, Destination, Detector, Keyring, MessageRepr, Outgoing};
 use crate::l2::{AnswerWindow, FastLink, LinkFrame, Mac};
 
 /// Longest wait in `poll`: bounds how late the thread sees new inputs
 /// from the decision loop (members, interface, shutdown).
 const TICK: Duration = Duration::from_millis(20);
+/// How often the key file is read again.
+const KEY_CHECK: Duration = Duration::from_secs(2);
 
 /// Lease annotation in which a speaker publishes the newest fast-path
 /// incarnation the LAN has acknowledged. Peers clear a dead mark on it
@@ -88,8 +91,12 @@ pub struct LanMetrics {
 pub struct LanConfig {
     /// Detector timers.
     pub detector: Config,
-    /// Shared secret(s).
-    pub keys: Keyring,
+    /// Shared secret(s) at start; `None` until the key file appears.
+    pub keys: Option<Keyring>,
+    /// Where the keys come from, re-read every [`KEY_CHECK`]: a Secret
+    /// created after the speaker started, or rotated, takes effect without
+    /// a restart (kubelet updates the mounted file in place).
+    pub key_file: Option<std::path::PathBuf>,
     /// Lease fence window (`lease_duration − fence_margin`), for the API
     /// outage grace.
     pub lease_fence_window: Duration,
@@ -147,6 +154,9 @@ impl Lan {
             macs: BTreeMap::new(),
             last_view: None,
             last_interface_try: None,
+            keys: None,
+            key_text: None,
+            last_key_check: None,
         };
         let thread = std::thread::Builder::new()
             .name("l2lb-fastpath".into())
@@ -216,20 +226,35 @@ struct Worker {
     last_view: Option<LanView>,
     /// When opening the link last failed (retry after a housekeeping pause).
     last_interface_try: Option<Instant>,
+    /// The keys in use; nothing is sent or accepted without them.
+    keys: Option<Keyring>,
+    /// The key file's text last read, to notice a change.
+    key_text: Option<String>,
+    /// When the key file was last read.
+    last_key_check: Option<Instant>,
 }
 
 impl Worker {
     fn run(mut self) {
         let mut buf = vec![0u8; 2048];
+        self.keys = self.config.keys.take();
         loop {
-            let (interface, members, api_ok, leave) = {
-                let mut i = lock(&self.inputs);
-                let members = i.members_changed.then(|| i.members.clone());
-                i.members_changed = false;
-                (i.interface.clone(), members, i.api_ok, i.leave)
-            };
+            let interface = lock(&self.inputs).interface.clone();
             let now = Instant::now();
+            self.reload_keys(now);
             self.ensure_link(interface.as_deref(), now);
+            // Membership is taken only once a detector exists to hold it:
+            // taken before (no key yet, no link yet) it would be lost, and
+            // the detector would start with no peers until the next change.
+            let (members, api_ok, leave) = {
+                let mut i = lock(&self.inputs);
+                let changed = i.members_changed && self.detector.is_some();
+                let members = changed.then(|| i.members.clone());
+                if changed {
+                    i.members_changed = false;
+                }
+                (members, i.api_ok, i.leave)
+            };
             let Some(det) = self.detector.as_mut() else {
                 if leave {
                     return;
@@ -279,6 +304,9 @@ impl Worker {
     /// detector starts with the first successful open.
     fn ensure_link(&mut self, interface: Option<&str>, now: Instant) {
         let Some(name) = interface else { return };
+        if self.keys.is_none() {
+            return;
+        }
         let fine = self
             .link
             .as_ref()
@@ -317,6 +345,44 @@ impl Worker {
         }
     }
 
+    /// Reads the key file again every [`KEY_CHECK`] and takes its keys when
+    /// its text changed and parses. A file that vanished or turned invalid
+    /// keeps the keys in use (peers still use them), loudly.
+    fn reload_keys(&mut self, now: Instant) {
+        let Some(path) = &self.config.key_file else {
+            return;
+        };
+        if self
+            .last_key_check
+            .is_some_and(|t| now.saturating_duration_since(t) < KEY_CHECK)
+        {
+            return;
+        }
+        self.last_key_check = Some(now);
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                if self.key_text.take().is_some() {
+                    warn!(path = %path.display(), error = %e, "fast-path key file unreadable; keeping the keys in use");
+                }
+                return;
+            }
+        };
+        if self.key_text.as_deref() == Some(text.as_str()) {
+            return;
+        }
+        match parse_keys(&text) {
+            Ok(keys) => {
+                info!(path = %path.display(), signing_key = keys.signing_key_id(), key_ids = ?keys.key_ids(), "fast-path keys loaded");
+                self.keys = Some(keys);
+            }
+            Err(e) => {
+                warn!(path = %path.display(), error = %e, "fast-path key file invalid; keeping the keys in use")
+            }
+        }
+        self.key_text = Some(text);
+    }
+
     fn receive(&mut self, buf: &mut [u8]) {
         for _ in 0..256 {
             let Some(link) = &self.link else { return };
@@ -341,7 +407,8 @@ impl Worker {
                 continue;
             }
             let src = frame.src;
-            let msg = match MessageRepr::parse(frame.message, &self.config.keys) {
+            let Some(keys) = &self.keys else { return };
+            let msg = match MessageRepr::parse(frame.message, keys) {
                 Ok(m) => m,
                 Err(e) => {
                     self.drop_frame(e.metric_label());
@@ -375,9 +442,11 @@ impl Worker {
     }
 
     fn send_all(&mut self, out: Vec<Outgoing>) {
-        let Some(link) = &self.link else { return };
+        let (Some(link), Some(keys)) = (&self.link, &self.keys) else {
+            return;
+        };
         for o in out {
-            let bytes = match o.message.emit(&self.config.keys) {
+            let bytes = match o.message.emit(keys) {
                 Ok(b) => b,
                 Err(e) => {
                     debug!(error = %e, "fast-path message not encodable");
@@ -461,102 +530,5 @@ impl Worker {
             // The loop may be gone (shutdown); then nobody needs the view.
             let _ = self.tx.blocking_send(Input::Lan(view));
         }
-    }
-}
-
-/// Why a key file cannot be used.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum KeyFileError {
-    /// A line is not `ID:SECRET` with ID 0–255.
-    #[error("line {line}: expected ID:SECRET with ID 0-255")]
-    Syntax {
-        /// 1-based line number.
-        line: usize,
-    },
-    /// A secret is shorter than the codec accepts.
-    #[error("line {line}: secret shorter than {min} bytes", min = crate::fastpath::wire::MIN_SECRET_LEN)]
-    Short {
-        /// 1-based line number.
-        line: usize,
-    },
-    /// No key at all.
-    #[error("no key in the file")]
-    Empty,
-}
-
-/// Parses a fast-path key file: one `ID:SECRET` per line (blank lines and
-/// `#` comments skipped). Every key is accepted on receive; the **first**
-/// line's key signs. Rotation is three edits, each rolled out to every
-/// node before the next: add the new key as a second line; move it to the
-/// first line; remove the old one.
-pub fn parse_keys(text: &str) -> Result<Keyring, KeyFileError> {
-    let mut ring: Option<Keyring> = None;
-    for (n, raw) in text.lines().enumerate() {
-        let line = raw.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let (id, secret) = line
-            .split_once(':')
-            .ok_or(KeyFileError::Syntax { line: n + 1 })?;
-        let id: u8 = id
-            .trim()
-            .parse()
-            .map_err(|_| KeyFileError::Syntax { line: n + 1 })?;
-        let secret = secret.trim().as_bytes();
-        let short = |_| KeyFileError::Short { line: n + 1 };
-        match &mut ring {
-            None => ring = Some(Keyring::new(id, secret).map_err(short)?),
-            Some(r) => r.add(id, secret).map_err(short)?,
-        }
-    }
-    ring.ok_or(KeyFileError::Empty)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_first_key_signs_and_every_key_verifies() {
-        let ring =
-            parse_keys("# rotation step 1\n1:0123456789abcdef0123\n\n2: fedcba9876543210fedc \n")
-                .unwrap();
-        assert_eq!(ring.signing_key_id(), 1);
-        let only2 = parse_keys("2:fedcba9876543210fedc").unwrap();
-        let msg = MessageRepr {
-            sender: "a".into(),
-            incarnation: 1,
-            seq: 1,
-            recipient: None,
-            body: crate::fastpath::wire::Body::Unknown(9),
-        };
-        let signed_by_2 = msg.emit(&only2).unwrap();
-        assert!(
-            MessageRepr::parse(&signed_by_2, &ring).is_ok(),
-            "accepts key 2"
-        );
-        let signed_by_1 = msg.emit(&ring).unwrap();
-        assert!(
-            MessageRepr::parse(&signed_by_1, &only2).is_err(),
-            "key 1 unknown there"
-        );
-    }
-
-    #[test]
-    fn bad_key_files_are_refused_with_the_line() {
-        assert_eq!(parse_keys("").err(), Some(KeyFileError::Empty));
-        assert_eq!(
-            parse_keys("x").err(),
-            Some(KeyFileError::Syntax { line: 1 })
-        );
-        assert_eq!(
-            parse_keys("1:0123456789abcdef\n300:0123456789abcdef").err(),
-            Some(KeyFileError::Syntax { line: 2 })
-        );
-        assert_eq!(
-            parse_keys("1:short").err(),
-            Some(KeyFileError::Short { line: 1 })
-        );
     }
 }

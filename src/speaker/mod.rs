@@ -152,8 +152,11 @@ pub struct SpeakerConfig {
     /// Readiness for `/readyz`: every watch has listed and the speaker's own
     /// lease protects it (not fenced). Serve it with `telemetry::serve`.
     pub health: Arc<crate::telemetry::Health>,
-    /// Keys of the LAN fast path; `None` = fast path off (Lease only).
+    /// Keys of the LAN fast path at start. With neither keys nor a key
+    /// file the fast path is off (Lease only).
     pub fastpath_keys: Option<crate::fastpath::Keyring>,
+    /// The key file, re-read while running (see [`SpeakerArgs::fastpath_key_file`]).
+    pub fastpath_key_file: Option<std::path::PathBuf>,
     /// The fast path's timers.
     pub fastpath: crate::fastpath::Config,
 }
@@ -209,6 +212,7 @@ impl SpeakerConfig {
             metrics: SpeakerMetrics::default(),
             health: Arc::default(),
             fastpath_keys: None,
+            fastpath_key_file: None,
             fastpath: crate::fastpath::Config::default(),
         }
     }
@@ -269,14 +273,15 @@ impl TryFrom<SpeakerArgs> for SpeakerConfig {
             health: Arc::default(),
             fastpath_keys: match &a.fastpath_key_file {
                 None => None,
-                // A missing file is the optional Secret not created: run on
-                // the Lease alone, loudly. A file that is there but wrong is
-                // a mistake to fail on.
+                // A missing file is the optional Secret not created yet (the
+                // controller creates it; kubelet mounts it within a minute or
+                // so): run on the Lease alone until it appears, loudly. A
+                // file that is there but wrong is a mistake to fail on.
                 Some(path) if !path.exists() => {
                     tracing::warn!(
                         path = %path.display(),
-                        "fast-path key file missing (Secret l2lb-fastpath not created?): \
-                         LAN fast path off, crash failover takes a lease duration"
+                        "fast-path key file missing (Secret l2lb-fastpath not created yet?): \
+                         LAN fast path off until it appears, crash failover takes a lease duration"
                     );
                     None
                 }
@@ -286,9 +291,13 @@ impl TryFrom<SpeakerArgs> for SpeakerConfig {
                         why,
                     };
                     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-                    Some(lan::parse_keys(&text).map_err(|e| err(e.to_string()))?)
+                    Some(
+                        crate::fastpath::keyfile::parse_keys(&text)
+                            .map_err(|e| err(e.to_string()))?,
+                    )
                 }
             },
+            fastpath_key_file: a.fastpath_key_file.clone(),
             fastpath: fastpath_config(a.fastpath_interval),
         };
         c.fastpath

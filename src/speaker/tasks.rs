@@ -144,20 +144,21 @@ async fn run_inner(
     result
 }
 
-/// Starts the LAN fast path when a key is configured.
+/// Starts the LAN fast path when keys or a key file are configured.
 fn start_lan(
     config: &SpeakerConfig,
     tx: &mpsc::Sender<Input>,
     announcer: &Arc<dyn Announcer>,
     published: tokio::sync::watch::Sender<Option<u64>>,
 ) -> Option<Lan> {
-    let Some(keys) = config.fastpath_keys.clone() else {
+    if config.fastpath_keys.is_none() && config.fastpath_key_file.is_none() {
         warn!("no --fastpath-key-file: LAN fast path off, crash failover takes a lease duration");
         return None;
-    };
+    }
     let lan_config = LanConfig {
         detector: config.fastpath.clone(),
-        keys,
+        keys: config.fastpath_keys.clone(),
+        key_file: config.fastpath_key_file.clone(),
         lease_fence_window: config.lease_duration.saturating_sub(config.fence_margin),
     };
     match Lan::spawn(
