@@ -298,6 +298,13 @@ impl Core {
         })
     }
 
+    /// Our interfaces whose links can carry announcements changed: VIPs on
+    /// an interface that left are released at the next decision, and our
+    /// Lease publishes the new set so peers take them.
+    pub fn set_own_interfaces(&mut self, interfaces: BTreeSet<String>) {
+        self.index.set_own_interfaces(interfaces);
+    }
+
     /// The interface for advertisements that name none, as resolved now.
     pub fn default_interface(&self) -> Option<&str> {
         self.default_interface.as_deref()
@@ -1351,6 +1358,57 @@ mod tests {
                 .iter()
                 .all(|(_, i)| i == &BTreeSet::from(["eth9".to_string()]))
         );
+    }
+
+    #[test]
+    fn a_link_going_down_releases_its_vips_at_once_and_peers_see_it_in_the_lease() {
+        let t0 = Instant::now();
+        let eth9 = || {
+            Input::Advertisement(Change::Resync(vec![
+                fixtures::advertisement("all")
+                    .spec(json!({"interfaces": ["eth9"]}))
+                    .build(),
+            ]))
+        };
+        let with_eth9 = |n: &str, ifaces: &str| {
+            let mut l = lease(n, n, "2026-01-01T00:00:00.000000Z");
+            l.metadata.annotations =
+                Some([(INTERFACES_ANNOTATION.to_string(), ifaces.to_string())].into());
+            Input::Lease(Change::Apply(l))
+        };
+        let mut a = core("node-a", t0);
+        a.apply(eth9(), t0);
+        a.set_own_interfaces(BTreeSet::from(["eth0".into(), "eth9".into()]));
+        for n in ["node-b", "node-c"] {
+            a.apply(with_eth9(n, "eth0,eth9"), t0);
+        }
+        a.apply(Input::Renewed { sent_at: t0 }, t0);
+        let mine: BTreeSet<IpAddr> = a.decide(t0).announce.into_iter().map(|(v, _)| v).collect();
+        assert!(!mine.is_empty());
+        // eth9's link goes down on node-a: nothing waits for a peer.
+        a.set_own_interfaces(BTreeSet::from(["eth0".into()]));
+        let gone: BTreeSet<IpAddr> = a.decide(t0).withdraw.into_iter().collect();
+        assert_eq!(gone, mine);
+        // node-b sees node-a's Lease publish only eth0 and takes node-a's
+        // VIPs that the election now gives it.
+        let mut b = core("node-b", t0);
+        b.apply(eth9(), t0);
+        b.set_own_interfaces(BTreeSet::from(["eth0".into(), "eth9".into()]));
+        for n in ["node-a", "node-c"] {
+            b.apply(with_eth9(n, "eth0,eth9"), t0);
+        }
+        b.apply(Input::Renewed { sent_at: t0 }, t0);
+        b.decide(t0);
+        let t1 = t0 + Duration::from_millis(100);
+        b.apply(with_eth9("node-a", "eth0"), t1);
+        let taken: BTreeSet<IpAddr> = b.decide(t1).announce.into_iter().map(|(v, _)| v).collect();
+        let want: BTreeSet<IpAddr> = mine
+            .iter()
+            .copied()
+            .filter(|v| owner_of(*v, &["node-b", "node-c"]) == "node-b")
+            .collect();
+        assert!(!want.is_empty());
+        assert_eq!(taken, want);
     }
 
     #[test]

@@ -11,6 +11,13 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 impl Announcer for Dataplane {
+    fn usable_links(
+        &self,
+        interfaces: &std::collections::BTreeSet<String>,
+    ) -> std::collections::BTreeSet<String> {
+        super::netinfo::usable_links(interfaces)
+    }
+
     fn announce(&self, vip: IpAddr, interface: &str) -> Result<(), L2Error> {
         Dataplane::announce(self, vip, interface)
     }

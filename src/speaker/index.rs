@@ -336,6 +336,11 @@ impl Index {
         &self.view
     }
 
+    /// Replaces the interfaces this node has (their links changed).
+    pub fn set_own_interfaces(&mut self, interfaces: BTreeSet<String>) {
+        self.own_interfaces = Some(interfaces);
+    }
+
     /// Peers whose leases were seen to change within the lease duration
     /// before `now`, excluding ourselves (the fence judges us).
     pub fn live_peers(&self, now: Instant) -> BTreeSet<String> {

@@ -46,6 +46,11 @@ pub trait Announcer: Send + Sync {
     /// fast path's fence). The default ignores it: for dataplanes that
     /// answer nothing on their own between announce and withdraw.
     fn set_answer_window(&self, _window: crate::l2::AnswerWindow) {}
+    /// Of `interfaces`, those whose link can carry announcements now. The
+    /// default takes them all: for dataplanes that know no link state.
+    fn usable_links(&self, interfaces: &BTreeSet<String>) -> BTreeSet<String> {
+        interfaces.clone()
+    }
     /// Conflicts the dataplane detects (another MAC claiming an owned VIP),
     /// reported as `ipConflict` Events. `None` when the dataplane has no
     /// detection. Called once, at start.

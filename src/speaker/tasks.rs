@@ -81,7 +81,9 @@ async fn run_inner(
         .interfaces
         .clone()
         .unwrap_or_else(netinfo::interfaces);
-    info!(node = %node, interfaces = ?own_interfaces, default_interface = ?config.default_interface, "speaker starting");
+    let usable = announcer.usable_links(&own_interfaces);
+    info!(node = %node, interfaces = ?own_interfaces, links_up = ?usable, default_interface = ?config.default_interface, "speaker starting");
+    let (links_tx, links_rx) = tokio::sync::watch::channel(usable.clone());
     // A restarted speaker must not keep answering from a previous life.
     announcer.withdraw_all();
     config.metrics.fenced.set(1);
@@ -91,7 +93,7 @@ async fn run_inner(
     spawn_watchers(&client, &config, &tx, &mut tasks);
     let (published_tx, published_rx) = tokio::sync::watch::channel(None);
     let lan = start_lan(&config, &tx, &announcer, published_tx);
-    let renewer = Renewer::spawn(&client, &config, own_interfaces.clone(), tx, published_rx);
+    let renewer = Renewer::spawn(&client, &config, links_rx, tx, published_rx);
     let (status_tx, status_rx) = mpsc::unbounded_channel();
     let status_stop = CancellationToken::new();
     let status_task = tokio::spawn(
@@ -108,7 +110,7 @@ async fn run_inner(
     let core = Core::new(
         node.clone(),
         config.timing(),
-        Some(own_interfaces),
+        Some(usable.clone()),
         config.default_interface.clone(),
     )
     .with_class(config.class);
@@ -123,6 +125,11 @@ async fn run_inner(
         resolved_for: None,
         first_decision_sent: false,
         retry_at: None,
+        links: Links {
+            configured: own_interfaces,
+            usable,
+            tx: links_tx,
+        },
     };
     let result = decisions.run(rx, &shutdown).await;
 
@@ -251,7 +258,7 @@ impl Renewer {
     fn spawn(
         client: &Client,
         config: &SpeakerConfig,
-        interfaces: BTreeSet<String>,
+        links: tokio::sync::watch::Receiver<BTreeSet<String>>,
         tx: mpsc::Sender<Input>,
         published: tokio::sync::watch::Receiver<Option<u64>>,
     ) -> Self {
@@ -264,9 +271,8 @@ impl Renewer {
                 LeaseLock::new(client.clone(), ns, lock_params(config)),
                 Api::<Lease>::namespaced(client.clone(), ns),
                 lease_name.clone(),
-                interfaces,
                 config.clone(),
-                (tx, may_renew_rx, published),
+                (tx, may_renew_rx, published, links),
                 stop.clone(),
             )
             .instrument(info_span!("lease_renew", lease = %lease_name)),
@@ -330,7 +336,26 @@ struct DecisionLoop<'a> {
     first_decision_sent: bool,
     /// When to retry announces that failed.
     retry_at: Option<Instant>,
+    /// Our interfaces' link states.
+    links: Links,
 }
+
+/// Which of our interfaces have a usable link, checked every
+/// [`LINK_CHECK`]: a NIC unplugged or set down releases its VIPs at once
+/// and our Lease says so (peers take them), instead of leaving them dark
+/// while the node stays live. The fast path's own interface needs no such
+/// help: with its link down the node hears no acknowledgement and fences.
+struct Links {
+    /// The interfaces this node offers (flag or detected at start).
+    configured: BTreeSet<String>,
+    /// Those with a usable link at the last check.
+    usable: BTreeSet<String>,
+    /// Tells the renewer what to publish.
+    tx: tokio::sync::watch::Sender<BTreeSet<String>>,
+}
+
+/// How often link states are read (one netlink dump).
+const LINK_CHECK: Duration = Duration::from_millis(100);
 
 impl DecisionLoop<'_> {
     /// Decides until `shutdown`, or until the inputs end (a task died).
@@ -339,11 +364,19 @@ impl DecisionLoop<'_> {
         mut rx: mpsc::Receiver<Input>,
         shutdown: &CancellationToken,
     ) -> Result<(), SpeakerError> {
+        let mut link_check = tokio::time::interval(LINK_CHECK);
+        link_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut wake = self.step(Instant::now());
         loop {
-            let wake = self.step(Instant::now());
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return Ok(()),
+                // Most ticks change nothing: no decision then.
+                _ = link_check.tick() => {
+                    if !self.check_links() {
+                        continue;
+                    }
+                }
                 input = rx.recv() => {
                     let Some(input) = input else {
                         return Err(SpeakerError::TaskStopped { task: "watchers" });
@@ -360,7 +393,27 @@ impl DecisionLoop<'_> {
                 }
                 _ = sleep_until(wake) => {}
             }
+            wake = self.step(Instant::now());
         }
+    }
+
+    /// Reads our links' states; on a change tells the core and the renewer.
+    /// Returns whether they changed.
+    fn check_links(&mut self) -> bool {
+        let usable = self.announcer.usable_links(&self.links.configured);
+        if usable == self.links.usable {
+            return false;
+        }
+        for down in self.links.usable.difference(&usable) {
+            warn!(interface = %down, "link down: releasing the VIPs announced on it");
+        }
+        for up in usable.difference(&self.links.usable) {
+            info!(interface = %up, "link up: eligible on it again");
+        }
+        self.links.usable = usable.clone();
+        self.core.set_own_interfaces(usable.clone());
+        self.links.tx.send_replace(usable);
+        true
     }
 
     /// Decides at `now`, carries the actions out, publishes the speaker's
@@ -716,6 +769,15 @@ where
     }
 }
 
+/// The renewer's channels: results out; whether renewing is useful, the
+/// fast-path incarnation and our usable links in.
+type RenewChannels = (
+    mpsc::Sender<Input>,
+    tokio::sync::watch::Receiver<bool>,
+    tokio::sync::watch::Receiver<Option<u64>>,
+    tokio::sync::watch::Receiver<BTreeSet<String>>,
+);
+
 /// Renews our lease every `lease_renew` and reports each success with the
 /// time its request was sent.
 ///
@@ -729,21 +791,14 @@ async fn renew(
     lock: LeaseLock,
     leases: Api<Lease>,
     lease_name: String,
-    interfaces: BTreeSet<String>,
     config: SpeakerConfig,
-    (tx, mut may_renew, mut published): (
-        mpsc::Sender<Input>,
-        tokio::sync::watch::Receiver<bool>,
-        tokio::sync::watch::Receiver<Option<u64>>,
-    ),
+    (tx, mut may_renew, mut published, mut links): RenewChannels,
     stop: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(config.lease_renew);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Past this a renewal no longer helps: the fence has closed.
     let attempt_timeout = config.lease_duration - config.fence_margin;
-    let interfaces: Vec<&str> = interfaces.iter().map(String::as_str).collect();
-    let interfaces = interfaces.join(",");
     // resourceVersion of our last successful write; None = (re)acquire.
     let mut held: Option<String> = None;
     // Without the fast path (no key) its sender is gone from the start:
@@ -760,8 +815,17 @@ async fn renew(
                 lan_on = false;
                 continue;
             },
+            // A link went down or up: peers must see it now, not at the
+            // next tick (they take the VIPs we released).
+            r = links.changed() => if r.is_err() { return },
         }
         let incarnation = *published.borrow_and_update();
+        let interfaces = links
+            .borrow_and_update()
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(",");
         if !*may_renew.borrow_and_update() {
             // Fenced and not synced (see `Core::may_renew`): wait for the
             // watches, then renew at once rather than on the next tick.
