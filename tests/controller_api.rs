@@ -541,3 +541,65 @@ async fn pool_edits_move_or_clear_services_and_report_overlaps() {
         .collect();
     assert_eq!(svc_names.len(), 2);
 }
+
+/// A fresh install has no fast-path Secret: both replicas race to create
+/// it, one wins, and it holds a key file the speakers accept. An existing
+/// Secret (an operator's own key) is never touched.
+#[tokio::test]
+async fn controllers_generate_the_fastpath_secret_once_and_keep_an_existing_one() {
+    use k8s_openapi::api::core::v1::Secret;
+    use l2lb::fastpath::keyfile::{SECRET_KEY, parse_keys};
+    let (_server, client, _stop) = setup().await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    let keys_of = |s: Secret| -> String {
+        let data = s
+            .data
+            .expect("data")
+            .remove(SECRET_KEY)
+            .expect("keys entry");
+        String::from_utf8(data.0).expect("text")
+    };
+    let (a, ha) = start_controller(&client, "a");
+    let (b, hb) = start_controller(&client, "b");
+    eventually("the Secret", Duration::from_secs(10), || async {
+        secrets.get_opt("l2lb-fastpath").await.unwrap().is_some()
+    })
+    .await;
+    let first = secrets.get("l2lb-fastpath").await.unwrap();
+    let version = first.resource_version();
+    let text = keys_of(first);
+    let ring = parse_keys(&text).expect("a key file the speakers accept");
+    assert_eq!(ring.key_ids(), [1]);
+    a.cancel();
+    b.cancel();
+    let _ = (ha.await, hb.await);
+    // A restart finds it and leaves it as it is.
+    let (c, hc) = start_controller(&client, "c");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let again = secrets.get("l2lb-fastpath").await.unwrap();
+    assert_eq!(again.resource_version(), version);
+    assert_eq!(keys_of(again), text);
+    c.cancel();
+    let _ = hc.await;
+
+    // An operator's own Secret, created before the install, stays.
+    secrets
+        .delete("l2lb-fastpath", &DeleteParams::default())
+        .await
+        .unwrap();
+    let own = "2:an operator's own secret, long enough\n";
+    let mut mine: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "l2lb-fastpath", "namespace": NS },
+    }))
+    .unwrap();
+    mine.data = Some(BTreeMap::from([(
+        SECRET_KEY.to_string(),
+        k8s_openapi::ByteString(own.as_bytes().to_vec()),
+    )]));
+    secrets.create(&PostParams::default(), &mine).await.unwrap();
+    let (d, hd) = start_controller(&client, "d");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(keys_of(secrets.get("l2lb-fastpath").await.unwrap()), own);
+    d.cancel();
+    let _ = hd.await;
+}

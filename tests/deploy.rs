@@ -99,3 +99,39 @@ fn speaker_has_no_cpu_limit_and_only_net_raw() {
         serde_json::json!(true)
     );
 }
+
+#[test]
+fn speaker_reads_the_fastpath_key_from_the_optional_secret() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let all = objects(&std::fs::read_to_string(root.join("deploy/l2lb.yaml")).unwrap());
+    let pod = &all["DaemonSet/l2lb-system/l2lb-speaker"]["spec"]["template"]["spec"];
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["secret"]["secretName"] == "l2lb-fastpath")
+        .expect("a volume from Secret l2lb-fastpath");
+    assert_eq!(volume["secret"]["optional"], serde_json::json!(true));
+    let c = &pod["containers"][0];
+    let mount = c["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == volume["name"])
+        .expect("the key volume is mounted");
+    let file = c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "L2LB_FASTPATH_KEY_FILE")
+        .expect("L2LB_FASTPATH_KEY_FILE set")["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dir = mount["mountPath"].as_str().unwrap();
+    assert_eq!(
+        file,
+        format!("{dir}/keys"),
+        "the flag names the Secret's `keys` entry"
+    );
+}

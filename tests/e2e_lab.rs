@@ -30,8 +30,14 @@ fn config(file: &str) -> PathBuf {
 }
 
 async fn lab(tag: &str) -> Lab {
+    lab_with(tag, |_| {}).await
+}
+
+/// [`lab`] with options changed by `tune`.
+async fn lab_with(tag: &str, tune: impl FnOnce(&mut LabOptions)) -> Lab {
     let mut opts = LabOptions::new(tag).unwrap();
     opts.binary = PathBuf::from(env!("CARGO_BIN_EXE_l2lb"));
+    tune(&mut opts);
     let lab = Lab::start(opts).await.expect("lab starts");
     lab.apply_file(&config("ipaddresspool.yaml")).await.unwrap();
     lab.apply_file(&config("l2advertisement.yaml"))
@@ -617,7 +623,8 @@ async fn rbac_tables_grant_what_the_components_use_and_nothing_more() {
         return;
     }
     let _g = SERIAL.lock().await;
-    let mut lab = lab("e2e-rbac").await;
+    // A fresh install: the controller creates the fast-path Secret.
+    let mut lab = lab_with("e2e-rbac", |o| o.fastpath_key_from_controller = true).await;
     // A story touching every code path that talks to the API server:
     // allocation, announcement, status, Events, hand-over, crash clean-up,
     // leader step-down, release.

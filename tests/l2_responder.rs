@@ -137,14 +137,19 @@ fn conflicting_announcer_is_detected() {
     assert!(eventually(Duration::from_secs(5), || {
         ra.stats()["conflicts"].as_u64().unwrap() > 0
     }));
-    let _ = ra.cmd("stats");
-    assert!(
+    // The counter moves before the conflict's line is printed (another
+    // thread): read replies until the line is in too.
+    let named = |ra: &Responder| {
         ra.conflicts
             .iter()
-            .any(|c| c.contains(&mac(b)) && c.contains(&mac(a))),
-        "{:?}",
-        ra.conflicts
-    );
+            .any(|c| c.contains(&mac(b)) && c.contains(&mac(a)))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !named(&ra) && std::time::Instant::now() < deadline {
+        let _ = ra.cmd("stats");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(named(&ra), "{:?}", ra.conflicts);
 }
 
 #[test]

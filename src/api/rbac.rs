@@ -86,6 +86,14 @@ pub const CONTROLLER: &[Permission] = &[
         verbs: &["get", "create", "patch"],
         scope: Scope::InstallNamespace,
     },
+    // The fast-path key Secret, created when missing (never read back or
+    // changed): see `controller::fastpath_secret`.
+    Permission {
+        group: "",
+        resource: "secrets",
+        verbs: &["get", "create"],
+        scope: Scope::InstallNamespace,
+    },
 ];
 
 /// What `l2lb speaker` needs.

@@ -1,10 +1,12 @@
 //! `l2lb bench failover` (root): the lab's 3 nodes with real speaker
-//! processes; the client probes VIPs with ARP every 10 ms while a speaker
-//! is stopped gracefully (SIGTERM) or crashes (SIGKILL + link down), 10
-//! trials each; then API requests per second per node at steady state with
-//! 10 and 1000 VIPs, counted at the embedded API server.
+//! processes (LAN fast path on); the client probes VIPs with ARP every
+//! 10 ms while a speaker is stopped gracefully (SIGTERM, 10 trials) or
+//! crashes (SIGKILL + link down, 20 trials); then the fault scenarios of
+//! [`super::failover_faults`]; then API requests per second per node at
+//! steady state with 10 and 1000 VIPs, counted at the embedded API server.
 
 use super::BenchError;
+use crate::lab::net::Capture;
 use crate::lab::probe;
 use crate::lab::world::{Lab, LabOptions, preflight};
 use k8s_openapi::api::core::v1::Service;
@@ -13,6 +15,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 const TRIALS: usize = 10;
+/// Crash trials: enough for a p99 that is not just the maximum of ten.
+const CRASH_TRIALS: usize = 20;
 const LEASE: Duration = Duration::from_secs(4);
 
 fn err(e: impl std::fmt::Display) -> BenchError {
@@ -59,13 +63,7 @@ async fn trial(
     graceful: bool,
     name: &str,
 ) -> Result<(f64, usize), BenchError> {
-    let owner = lab
-        .wait_owner("default", "svc-0", None, Duration::from_secs(30))
-        .await
-        .map_err(err)?;
-    let idx = lab
-        .node_index(&owner)
-        .ok_or_else(|| err(format!("unknown owner {owner}")))?;
+    let idx = owner_of_svc0(lab).await?;
     let (capture, arp) = lab.watch_from_client(IpAddr::V4(vip), name).map_err(err)?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let event = Instant::now();
@@ -81,6 +79,35 @@ async fn trial(
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let samples = arp.stop();
+    let doubles = doubles_on_the_wire(lab, capture, vip)?;
+    let switch = probe::switch_after(&samples, event)
+        .ok_or_else(|| err("the VIP was not answered by another node"))?;
+    // Put the node back and let it settle before the next trial.
+    if !graceful {
+        lab.node(idx).link_up().map_err(err)?;
+    }
+    lab.start_speaker(idx).map_err(err)?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    Ok((switch.first_new.as_secs_f64() * 1000.0, doubles))
+}
+
+/// Index of the node that owns `default/svc-0`, the VIP every trial watches.
+pub(super) async fn owner_of_svc0(lab: &Lab) -> Result<usize, BenchError> {
+    let owner = lab
+        .wait_owner("default", "svc-0", None, Duration::from_secs(30))
+        .await
+        .map_err(err)?;
+    lab.node_index(&owner)
+        .ok_or_else(|| err(format!("unknown owner {owner}")))
+}
+
+/// Stops `capture` (taken at the client) and counts the client's requests
+/// for `vip` that two nodes answered, printing each with its capture time.
+pub(super) fn doubles_on_the_wire(
+    lab: &Lab,
+    capture: Capture,
+    vip: Ipv4Addr,
+) -> Result<usize, BenchError> {
     let pcap = capture.stop().map_err(err)?;
     let wire = lab.wire_answers(&pcap, vip).map_err(err)?;
     if wire.requests == 0 {
@@ -96,15 +123,7 @@ async fn trial(
             macs.join(", ")
         );
     }
-    let switch = probe::switch_after(&samples, event)
-        .ok_or_else(|| err("the VIP was not answered by another node"))?;
-    // Put the node back and let it settle before the next trial.
-    if !graceful {
-        lab.node(idx).link_up().map_err(err)?;
-    }
-    lab.start_speaker(idx).map_err(err)?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    Ok((switch.first_new.as_secs_f64() * 1000.0, wire.doubles.len()))
+    Ok(wire.doubles.len())
 }
 
 fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
@@ -162,7 +181,7 @@ pub fn run() -> Result<(), BenchError> {
             doubles += d;
         }
         let mut crash = Vec::new();
-        for t in 0..TRIALS {
+        for t in 0..CRASH_TRIALS {
             let (ms, d) = trial(&mut lab, vips[0], false, &format!("crash-{t}")).await?;
             println!(
                 "crash trial {t}: new owner answered after {ms:.1} ms (lease {} ms)",
@@ -171,6 +190,9 @@ pub fn run() -> Result<(), BenchError> {
             crash.push(ms);
             doubles += d;
         }
+
+        let (faults, fault_doubles) = super::failover_faults::run(&mut lab, vips[0]).await?;
+        doubles += fault_doubles;
 
         // Steady-state API load of the speakers alone.
         for i in 0..lab.opts.controllers {
@@ -201,20 +223,23 @@ pub fn run() -> Result<(), BenchError> {
         println!("steady state, 1000 VIPs: {rps_1000:.2} API requests/s per node");
 
         let round = |v: f64| (v * 10.0).round() / 10.0;
-        println!(
-            "{}",
-            json!({
+        let mut report = json!({
                 "bench": "failover",
                 "graceful_p50_ms": round(percentile(graceful.clone(), 0.5)),
                 "graceful_max_ms": round(percentile(graceful, 1.0)),
+                "crash_trials": CRASH_TRIALS,
                 "crash_p50_ms": round(percentile(crash.clone(), 0.5)),
+                "crash_p99_ms": round(percentile(crash.clone(), 0.99)),
                 "crash_max_ms": round(percentile(crash, 1.0)),
                 "lease_duration_ms": LEASE.as_millis() as u64,
                 "api_rps_per_node_10": (rps_10 * 100.0).round() / 100.0,
                 "api_rps_per_node_1000": (rps_1000 * 100.0).round() / 100.0,
                 "double_answers": doubles,
-            })
-        );
+        });
+        if let (Some(r), serde_json::Value::Object(f)) = (report.as_object_mut(), faults) {
+            r.extend(f);
+        }
+        println!("{report}");
         drop(lab);
         Ok(())
     })

@@ -8,6 +8,7 @@
 pub mod arp;
 pub mod controller;
 pub mod failover;
+mod failover_faults;
 pub mod ipam;
 
 /// Names of the benchmarks `l2lb bench` accepts.

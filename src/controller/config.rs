@@ -7,7 +7,7 @@
 //! This module never touches the API server.
 
 use super::metrics::ControllerMetrics;
-use crate::api::INSTALL_NAMESPACE;
+use crate::api::{FASTPATH_SECRET, INSTALL_NAMESPACE};
 use crate::telemetry::Health;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,6 +40,12 @@ pub struct ControllerArgs {
     /// At most this many status writes in flight at once.
     #[arg(long, default_value_t = 32)]
     pub max_concurrent_writes: usize,
+    /// Secret (in `--namespace`) holding the speakers' LAN fast-path key;
+    /// created with a random key when missing, never changed when present.
+    /// Empty: do not create it (the operator manages it, or the fast path
+    /// stays off).
+    #[arg(long, env = "L2LB_FASTPATH_SECRET", default_value = FASTPATH_SECRET)]
+    pub fastpath_secret: String,
 }
 
 /// Validated controller configuration.
@@ -58,6 +64,8 @@ pub struct ControllerConfig {
     pub metrics_addr: SocketAddr,
     /// See [`ControllerArgs::max_concurrent_writes`]; at least 1.
     pub max_concurrent_writes: usize,
+    /// See [`ControllerArgs::fastpath_secret`]; `None` = do not create it.
+    pub fastpath_secret: Option<String>,
     /// Metrics handles; register them in the caller's registry with
     /// [`ControllerMetrics::register`] before [`run`](super::run).
     pub metrics: ControllerMetrics,
@@ -108,6 +116,7 @@ impl ControllerArgs {
             lease_duration: self.lease_duration,
             metrics_addr: self.metrics_addr,
             max_concurrent_writes: self.max_concurrent_writes,
+            fastpath_secret: Some(self.fastpath_secret).filter(|s| !s.is_empty()),
             ..ControllerConfig::new(self.identity.unwrap_or_else(default_identity))
         };
         config.validate()?;
@@ -126,6 +135,7 @@ impl ControllerConfig {
             lease_duration: Duration::from_secs(8),
             metrics_addr: SocketAddr::from(([0, 0, 0, 0], 7472)),
             max_concurrent_writes: 32,
+            fastpath_secret: Some(FASTPATH_SECRET.to_string()),
             metrics: ControllerMetrics::default(),
             health: Arc::default(),
         }

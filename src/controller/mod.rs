@@ -33,6 +33,7 @@
 mod caches;
 mod config;
 pub mod core;
+mod fastpath_secret;
 #[cfg(test)]
 mod fixtures;
 mod lead;
@@ -77,6 +78,12 @@ async fn run_replica(
 ) -> Result<(), ControllerError> {
     let mut watchers = JoinSet::new();
     let caches = spawn_watchers(&client, &config.namespace, &mut watchers);
+    if let Some(name) = &config.fastpath_secret {
+        watchers.spawn(
+            fastpath_secret::ensure(client.clone(), config.namespace.clone(), name.clone())
+                .instrument(info_span!("fastpath_secret")),
+        );
+    }
     let (leader_tx, is_leader) = watch::channel(false);
     let elector = leader::Elector::new(
         client.clone(),

@@ -15,6 +15,7 @@
 //! kube, tokio or a component.
 
 pub mod detector;
+pub mod keyfile;
 #[cfg(test)]
 mod sim;
 pub mod wire;

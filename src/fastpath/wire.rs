@@ -153,6 +153,11 @@ impl Keyring {
         Ok(())
     }
 
+    /// The ids of the keys accepted, in the order they were added.
+    pub fn key_ids(&self) -> Vec<u8> {
+        self.keys.iter().map(|(id, _)| *id).collect()
+    }
+
     /// Signs with `key_id` from now on. Returns false (and changes nothing)
     /// when that key is not held.
     pub fn sign_with(&mut self, key_id: u8) -> bool {

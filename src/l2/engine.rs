@@ -28,7 +28,7 @@ use super::decide::{self, OwnedVips};
 use super::sys::{self, PacketSocket};
 use super::wire::{FrameRepr, Mac, ipv6_multicast_mac, solicited_node};
 use super::{
-    Conflict, DataplaneConfig, HOUSEKEEPING, IfaceCounters, IfaceStats, L2Error, StopFlag,
+    Conflict, DataplaneConfig, Gate, HOUSEKEEPING, IfaceCounters, IfaceStats, L2Error, StopFlag,
     Subscribers, lock,
 };
 
@@ -106,6 +106,7 @@ impl Iface {
         config: DataplaneConfig,
         subscribers: Subscribers,
         rx_priority: i32,
+        gate: Arc<Gate>,
     ) -> Result<Arc<Iface>, L2Error> {
         let socket_err = |source| L2Error::Socket {
             interface: name.to_string(),
@@ -143,6 +144,7 @@ impl Iface {
             last_check: Instant::now(),
             conflict_logged: HashMap::new(),
             link_down: false,
+            gate,
         };
         let handle = std::thread::Builder::new()
             .name(format!("l2-{name}"))
@@ -233,6 +235,9 @@ struct Worker {
     /// The socket reported ENETDOWN: re-announce everything once the link
     /// is back, since neighbours may have moved while we could not answer.
     link_down: bool,
+    /// The answer window, checked against the clock before every send, so
+    /// a thread that ran late (a frozen process) answers nothing stale.
+    gate: Arc<Gate>,
 }
 
 const MAX_FRAME: usize = 2048;
@@ -334,6 +339,9 @@ impl Worker {
         due.sort();
         due.dedup();
         let Some(sock) = &self.sock else { return };
+        if !self.gate.allows(Instant::now()) {
+            return;
+        }
         for vip in due {
             // A withdrawn VIP is never announced again, even mid-burst.
             if !self.owned.read().owns(vip) {
@@ -389,7 +397,10 @@ impl Worker {
                     decide::conflict(&frame, &*owned, our_mac),
                 )
             };
-            if let Some(r) = answer {
+            // The clock is read per frame, after the frame was taken off
+            // the queue: a frame queued while we were frozen is judged
+            // by when we would answer it, not when it arrived.
+            if let Some(r) = answer.filter(|_| self.gate.allows(Instant::now())) {
                 match sock.send(&r.emit()) {
                     Ok(_) => {
                         self.stats.responses_sent.fetch_add(1, Ordering::Relaxed);

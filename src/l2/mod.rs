@@ -16,6 +16,7 @@
 
 pub mod decide;
 mod engine;
+pub mod fastlink;
 mod sys;
 pub mod wire;
 
@@ -27,6 +28,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use decide::{OwnedVips, announcements, conflict, reply};
+pub use fastlink::{FASTPATH_ETHERTYPE, FastLink, LinkFrame};
+
 pub use sys::PacketSocket;
 pub use wire::{FrameRepr, Mac, WireError};
 
@@ -189,6 +192,8 @@ struct Shared {
     subscribers: Subscribers,
     /// SCHED_FIFO priority for interface threads started from now on (0 = off).
     rx_priority: std::sync::atomic::AtomicI32,
+    /// The answer window every interface thread checks per frame.
+    gate: Arc<Gate>,
 }
 
 impl Drop for Shared {
@@ -230,6 +235,7 @@ impl Dataplane {
                 ifaces: Mutex::new(HashMap::new()),
                 subscribers: Arc::new(Mutex::new(Vec::new())),
                 rx_priority: std::sync::atomic::AtomicI32::new(DEFAULT_RX_PRIORITY),
+                gate: Arc::new(Gate::new()),
             }),
         }
     }
@@ -263,6 +269,7 @@ impl Dataplane {
                         self.shared.config.clone(),
                         self.shared.subscribers.clone(),
                         self.shared.rx_priority.load(Ordering::Relaxed),
+                        self.shared.gate.clone(),
                     )?;
                     ifaces.insert(interface.to_string(), i.clone());
                     i
@@ -285,6 +292,12 @@ impl Dataplane {
         for iface in lock(&self.shared.ifaces).values() {
             iface.clear();
         }
+    }
+
+    /// Sets when answering is allowed (see [`AnswerWindow`]). Takes effect
+    /// for the next frame every interface thread handles.
+    pub fn set_answer_window(&self, window: AnswerWindow) {
+        self.shared.gate.set(window);
     }
 
     /// Every (VIP, interface) currently answered for, sorted.
@@ -322,6 +335,69 @@ impl Dataplane {
     }
 }
 
+/// When the dataplane may answer at all, checked against the clock for
+/// every frame it would send (replies and announcements alike).
+///
+/// It exists for the fast path's fence: a speaker frozen (SIGSTOP) past
+/// its deadline must not answer even once when it wakes, before its
+/// decision loop has run and withdrawn. The decision loop's withdraw is
+/// the normal way to stop; this is the bound that holds when the loop is
+/// late.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerWindow {
+    /// No deadline (the fast path is off, or judges nobody yet).
+    Open,
+    /// Answer only before this instant.
+    Until(std::time::Instant),
+    /// Answer nothing.
+    Closed,
+}
+
+/// [`AnswerWindow`] in one atomic, shared with every interface thread.
+#[derive(Debug)]
+struct Gate {
+    /// 0 = closed, `u64::MAX` = open, else nanoseconds after `base`.
+    at: AtomicU64,
+    /// The origin of the encoded instants.
+    base: std::time::Instant,
+}
+
+impl Gate {
+    fn new() -> Gate {
+        Gate {
+            at: AtomicU64::new(u64::MAX),
+            base: std::time::Instant::now(),
+        }
+    }
+
+    fn set(&self, w: AnswerWindow) {
+        let v = match w {
+            AnswerWindow::Open => u64::MAX,
+            AnswerWindow::Closed => 0,
+            AnswerWindow::Until(t) => {
+                let ns = t.saturating_duration_since(self.base).as_nanos();
+                // An instant before our base is already past: closed.
+                u64::try_from(ns)
+                    .unwrap_or(u64::MAX - 1)
+                    .clamp(0, u64::MAX - 1)
+            }
+        };
+        self.at.store(v, Ordering::SeqCst);
+    }
+
+    /// Whether answering at `now` is allowed.
+    fn allows(&self, now: std::time::Instant) -> bool {
+        match self.at.load(Ordering::SeqCst) {
+            u64::MAX => true,
+            0 => false,
+            ns => {
+                let now_ns = now.saturating_duration_since(self.base).as_nanos();
+                now_ns < u128::from(ns)
+            }
+        }
+    }
+}
+
 /// Whether a stop has been requested (shared by engine threads).
 type StopFlag = AtomicBool;
 
@@ -333,6 +409,22 @@ mod tests {
     fn handle_is_send_sync_clone() {
         fn check<T: Send + Sync + Clone + 'static>() {}
         check::<Dataplane>();
+    }
+
+    #[test]
+    fn the_gate_closes_at_its_deadline() {
+        let g = Gate::new();
+        let now = std::time::Instant::now();
+        assert!(g.allows(now), "open by default");
+        g.set(AnswerWindow::Until(now + Duration::from_millis(5)));
+        assert!(g.allows(now));
+        assert!(!g.allows(now + Duration::from_millis(5)));
+        g.set(AnswerWindow::Until(g.base));
+        assert!(!g.allows(g.base), "a deadline at the base is past");
+        g.set(AnswerWindow::Closed);
+        assert!(!g.allows(now));
+        g.set(AnswerWindow::Open);
+        assert!(g.allows(now + Duration::from_secs(3600)));
     }
 
     #[test]

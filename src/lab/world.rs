@@ -10,7 +10,7 @@
 use super::apiserver::{ApiServer, client_for};
 use super::net::{ChildHandle, Host, Lan, LanOptions, NetError};
 use crate::api::{INSTALL_NAMESPACE, STATUS_SERVICE_NAME_LABEL, ServiceL2Status};
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::{Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::discovery::ApiResource;
@@ -103,6 +103,73 @@ pub fn preflight() -> Result<(), LabError> {
     Ok(())
 }
 
+/// Name of the fast-path key file in the lab's log directory.
+const FASTPATH_KEY_FILE: &str = "fastpath-keys";
+
+/// Writes a fast-path key file with one fresh 32-byte random secret (hex),
+/// readable by root only, as `deploy/` asks operators to generate one.
+/// Writes `text` to the key file at `path` the way kubelet updates a
+/// mounted Secret: a new file renamed over the old, never half written.
+fn write_fastpath_key(path: &Path, text: &str) -> Result<(), LabError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("new");
+    let mut f = File::options()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io(format!("cannot write {}", tmp.display())))?;
+    f.write_all(text.as_bytes())
+        .map_err(io(format!("cannot write {}", tmp.display())))?;
+    std::fs::rename(&tmp, path).map_err(io(format!("cannot write {}", path.display())))
+}
+
+/// The fast-path key Secret holding `text`, as an install has it.
+fn fastpath_secret(text: &str) -> Secret {
+    Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(crate::api::FASTPATH_SECRET.into()),
+            namespace: Some(INSTALL_NAMESPACE.into()),
+            ..Default::default()
+        },
+        data: Some(std::collections::BTreeMap::from([(
+            crate::fastpath::keyfile::SECRET_KEY.to_string(),
+            k8s_openapi::ByteString(text.as_bytes().to_vec()),
+        )])),
+        ..Default::default()
+    }
+}
+
+/// Plays kubelet's part for the fast-path Secret: once it exists, copies
+/// its key file to `path` (and again whenever it changes), until `stop`.
+async fn mount_fastpath_secret(client: Client, path: PathBuf, stop: CancellationToken) {
+    let secrets: Api<Secret> = Api::namespaced(client, INSTALL_NAMESPACE);
+    let mut written: Option<Vec<u8>> = None;
+    loop {
+        let data = secrets
+            .get_opt(crate::api::FASTPATH_SECRET)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|s| s.data)
+            .and_then(|mut d| d.remove(crate::fastpath::keyfile::SECRET_KEY))
+            .map(|b| b.0);
+        if let Some(bytes) = data.filter(|b| written.as_ref() != Some(b)) {
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            match write_fastpath_key(&path, &text) {
+                Ok(()) => written = Some(bytes),
+                Err(e) => tracing::warn!(error = %e, "cannot mount the fast-path Secret"),
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
 /// How to build the lab.
 #[derive(Debug, Clone)]
 pub struct LabOptions {
@@ -118,6 +185,15 @@ pub struct LabOptions {
     pub binary: PathBuf,
     /// Where process logs go.
     pub log_dir: PathBuf,
+    /// Run the LAN fast path: the lab creates the `l2lb-fastpath` Secret
+    /// with a fresh random key (as an operator may before installing) and
+    /// writes it to the key file every speaker reads. Off: speakers rely
+    /// on their Leases alone, and controllers create no Secret.
+    pub fastpath: bool,
+    /// With `fastpath`: leave the Secret to the controllers to generate,
+    /// as on a fresh install, and copy it to the key file once it exists
+    /// (kubelet's part); speakers start without a key and pick it up.
+    pub fastpath_key_from_controller: bool,
 }
 
 impl LabOptions {
@@ -131,6 +207,8 @@ impl LabOptions {
             lease_duration: Duration::from_secs(4),
             binary,
             log_dir: std::env::temp_dir().join(format!("l2lb-{tag}-{}", std::process::id())),
+            fastpath: true,
+            fastpath_key_from_controller: false,
         })
     }
 }
@@ -165,6 +243,18 @@ impl Lab {
     pub async fn start(opts: LabOptions) -> Result<Lab, LabError> {
         std::fs::create_dir_all(&opts.log_dir)
             .map_err(io(format!("cannot create {}", opts.log_dir.display())))?;
+        let key_path = opts.log_dir.join(FASTPATH_KEY_FILE);
+        let _ = std::fs::remove_file(&key_path);
+        let own_key = opts.fastpath && !opts.fastpath_key_from_controller;
+        let key_text = if own_key {
+            let text = crate::fastpath::keyfile::generate(&ring::rand::SystemRandom::new())
+                .map_err(|_| std::io::Error::other("the system random source failed"))
+                .map_err(io("cannot generate the fast-path key"))?;
+            write_fastpath_key(&key_path, &text)?;
+            Some(text)
+        } else {
+            None
+        };
         super::net::cleanup_stale();
         let lan = Lan::new(
             &opts.tag,
@@ -195,6 +285,18 @@ impl Lab {
             .parse()
             .map_err(|e| LabError::Manifest(format!("bad URL: {e}")))?;
         let client = client_for(&local_url)?;
+        if let Some(text) = &key_text {
+            let secrets: Api<Secret> = Api::namespaced(client.clone(), INSTALL_NAMESPACE);
+            secrets
+                .create(&PostParams::default(), &fastpath_secret(text))
+                .await?;
+        } else if opts.fastpath {
+            tokio::spawn(mount_fastpath_secret(
+                client.clone(),
+                key_path.clone(),
+                stop.clone(),
+            ));
+        }
 
         let mut lab = Lab {
             speakers: (0..opts.nodes).map(|_| None).collect(),
@@ -354,6 +456,9 @@ impl Lab {
             "4s",
         ]);
         cmd.args(["--metrics-addr", "127.0.0.1:7472"]);
+        if !self.opts.fastpath {
+            cmd.args(["--fastpath-secret", ""]);
+        }
         let log = self.log_file(&format!("controller-{i}"))?;
         cmd.stdout(Stdio::null()).stderr(log);
         self.controllers[i] = Some(host.spawn(&self.lan, cmd)?);
@@ -379,6 +484,10 @@ impl Lab {
             "--lease-duration",
             &lease,
         ]);
+        if self.opts.fastpath {
+            let keys = self.opts.log_dir.join(FASTPATH_KEY_FILE);
+            cmd.arg("--fastpath-key-file").arg(keys);
+        }
         // No --default-interface: the speaker finds the interface holding
         // the Node's InternalIP, as it does in a cluster.
         cmd.args(["--metrics-addr", "127.0.0.1:7473"]);
@@ -398,6 +507,18 @@ impl Lab {
                 libc::SIGKILL
             });
             child.wait_timeout(Duration::from_secs(5));
+        }
+    }
+
+    /// Sends `signal` to node `i`'s speaker (e.g. SIGSTOP / SIGCONT to
+    /// freeze it) and keeps it; false when it is not running.
+    pub fn signal_speaker(&self, i: usize, signal: i32) -> bool {
+        match &self.speakers[i] {
+            Some(child) => {
+                child.signal(signal);
+                true
+            }
+            None => false,
         }
     }
 

@@ -107,6 +107,23 @@ pub struct Core {
     plan: BTreeMap<IpAddr, VipPlan>,
     /// A synced decision was made; the first one does not count as election changes.
     decided_once: bool,
+    /// What the LAN fast path says, `None` while it is off (no key, or its
+    /// socket not open yet): then the Lease alone decides.
+    lan: Option<super::lan::LanView>,
+    /// The newest fast-path incarnation our Lease is known to publish.
+    lan_published: Option<u64>,
+    /// Our last renewal attempt failed: we do not reach the API now, even
+    /// while the fence (counted from the last success) is still open. The
+    /// fast path's API evidence must say so at once, or every node cut at
+    /// the same moment would see the others' stale "I reach it" and fence
+    /// before the outage grace could start.
+    last_renewal_failed: bool,
+    /// Since when decisions have found us fenced (`None` while not), to
+    /// see the fence reopen by any route: a renewal, the fast path
+    /// admitting us, the API-outage grace.
+    fenced_since: Option<Instant>,
+    /// Our fence reopened without a renewal: take nothing new until one.
+    rejoin_awaits_renewal: bool,
 }
 
 /// What one decision wants announced and held, before it is compared with
@@ -160,6 +177,11 @@ impl Core {
             contested: BTreeMap::new(),
             plan: BTreeMap::new(),
             decided_once: false,
+            lan: None,
+            lan_published: None,
+            last_renewal_failed: false,
+            fenced_since: None,
+            rejoin_awaits_renewal: false,
         }
     }
 
@@ -174,18 +196,118 @@ impl Core {
     pub fn apply(&mut self, input: Input, now: Instant) {
         match input {
             Input::Renewed { sent_at } => {
-                if self.fence.is_fenced(now) {
+                if self.fence.is_fenced(now) || self.rejoin_awaits_renewal {
                     self.joined_at = Some(now);
                     // Fenced after having been a member: our view of the
                     // peers may be as old as the cut that fenced us.
                     if self.fence.deadline().is_some() {
                         self.rejoined_at_delivery = Some(self.index.lease_deliveries());
                     }
+                    self.rejoin_awaits_renewal = false;
                 }
                 self.fence.renewed(sent_at);
+                self.last_renewal_failed = false;
+            }
+            Input::RenewFailed => self.last_renewal_failed = true,
+            Input::Lan(view) => {
+                let was = self.lan_admits_self();
+                self.lan = Some(view);
+                self.note_lan_rejoin(was, now);
+            }
+            Input::LanPublished(incarnation) => {
+                let was = self.lan_admits_self();
+                self.lan_published = self.lan_published.max(Some(incarnation));
+                self.note_lan_rejoin(was, now);
             }
             watched => self.index.apply(watched, now),
         }
+    }
+
+    /// When the fast path admits us again (heard on the LAN, and our Lease
+    /// shows the incarnation peers need to clear their dead mark), start the
+    /// same hold-off as after a lease rejoin: peers that took our VIPs
+    /// withdraw only once their watch shows our Lease.
+    fn note_lan_rejoin(&mut self, was_admitted: bool, now: Instant) {
+        if was_admitted || !self.lan_admits_self() {
+            return;
+        }
+        self.joined_at = Some(now);
+        if self
+            .lan
+            .as_ref()
+            .is_some_and(|v| v.incarnation != v.first_incarnation)
+        {
+            // After a LAN fence our view of the peers may be from before it.
+            self.rejoined_at_delivery = Some(self.index.lease_deliveries());
+        }
+    }
+
+    /// Our fence, closed since `since`, reopened (seen by a decision at
+    /// `now`). A renewal and the fast path note their own rejoin when they
+    /// happen; this catches a reopening neither noted (the API-outage grace
+    /// starting after our lease fence closed). Peers may have taken our
+    /// VIPs meanwhile and withdraw only once they see our Lease renewed, so
+    /// nothing new is taken before a renewal, which starts the usual rejoin.
+    fn note_fence_reopened(&mut self, since: Instant, now: Instant) {
+        if self.joined_at.is_none_or(|j| j < since) {
+            self.joined_at = Some(now);
+            self.rejoined_at_delivery = Some(self.index.lease_deliveries());
+            self.rejoin_awaits_renewal = true;
+        }
+    }
+
+    /// Whether the fast path lets us answer: it is off, or it hears us and,
+    /// if we were fenced on the LAN before, our Lease publishes the new
+    /// incarnation (until then peers hold us dead and may own our VIPs).
+    fn lan_admits_self(&self) -> bool {
+        self.lan.as_ref().is_none_or(|v| {
+            !v.must_fence
+                && (v.incarnation == v.first_incarnation
+                    || self.lan_published.is_some_and(|p| p >= v.incarnation))
+        })
+    }
+
+    /// Whether our Lease protects us at `now`: renewed recently enough, or
+    /// cut from the API while the fast path shows that no peer can reach
+    /// it either (so none can be expiring our Lease; issue 13's outage rule).
+    fn lease_protects(&self, now: Instant) -> bool {
+        !self.fence.is_fenced(now) || self.lan.as_ref().is_some_and(|v| v.api_grace)
+    }
+
+    /// Whether our own Lease renewals succeed at `now` (for the fast path's
+    /// API evidence).
+    pub fn lease_renewing(&self, now: Instant) -> bool {
+        !self.fence.is_fenced(now) && !self.last_renewal_failed
+    }
+
+    /// Lease-live peers with the fast-path incarnation their Leases publish
+    /// (the fast path's membership).
+    pub fn lan_members(&self, now: Instant) -> Vec<(String, Option<u64>)> {
+        self.index.live_peer_incarnations(now)
+    }
+
+    /// Whether the fast path holds `peer` dead: it declared an incarnation
+    /// dead that the peer's Lease has not moved past.
+    fn lan_holds_dead(&self, peer: &str) -> bool {
+        self.lan.as_ref().is_some_and(|v| {
+            v.dead.get(peer).is_some_and(|inc| {
+                self.index
+                    .published_incarnation(peer)
+                    .is_none_or(|p| p <= *inc)
+            })
+        })
+    }
+
+    /// Our interfaces whose links can carry announcements changed: VIPs on
+    /// an interface that left are released at the next decision, and our
+    /// Lease publishes the new set so peers take them.
+    pub fn set_own_interfaces(&mut self, interfaces: BTreeSet<String>) {
+        self.index.set_own_interfaces(interfaces);
+    }
+
+    /// The interface for advertisements that name none, as resolved now.
+    pub fn default_interface(&self) -> Option<&str> {
+        self.default_interface.as_deref()
     }
 
     /// This node's `InternalIP` addresses as its Node object gives them.
@@ -225,9 +347,10 @@ impl Core {
         self.synced(now) || !self.fence.is_fenced(now)
     }
 
-    /// Whether our own lease no longer protects us at `now`.
+    /// Whether we must answer nothing at `now`: our Lease no longer
+    /// protects us, or the LAN fast path fences us.
     pub fn is_fenced(&self, now: Instant) -> bool {
-        self.fence.is_fenced(now)
+        !self.lease_protects(now) || !self.lan_admits_self()
     }
 
     /// VIPs currently announced by this node.
@@ -273,12 +396,14 @@ impl Core {
         .min()
     }
 
-    /// The nodes that may own VIPs at `now`: live peers, plus ourselves
-    /// while our lease protects us (our own lease as seen by the watch is
+    /// The nodes that may own VIPs at `now`: live peers (their Lease is
+    /// live and the fast path does not hold them dead), plus ourselves
+    /// while neither fence holds (our own lease as seen by the watch is
     /// ignored; the fence is the stricter judge).
     pub fn members(&self, now: Instant) -> BTreeSet<String> {
         let mut m = self.index.live_peers(now);
-        if !self.fence.is_fenced(now) && !self.stopping {
+        m.retain(|p| !self.lan_holds_dead(p));
+        if !self.is_fenced(now) && !self.stopping {
             m.insert(self.node.clone());
         }
         m
@@ -288,9 +413,20 @@ impl Core {
     /// record of what is announced on the assumption that the actions are
     /// carried out (report failures with [`Core::announce_failed`]).
     pub fn decide(&mut self, now: Instant) -> Actions {
+        match (self.fenced_since, self.is_fenced(now)) {
+            (None, true) => self.fenced_since = Some(now),
+            (Some(since), false) => {
+                self.fenced_since = None;
+                self.note_fence_reopened(since, now);
+            }
+            _ => {}
+        }
         let mut actions = Actions::default();
         let mut wanted = if self.synced(now) {
-            self.elect(now, &mut actions)
+            let members = self.members(now);
+            self.elect(members, now, &mut actions)
+        } else if self.decided_once && self.in_api_outage() {
+            self.elect_in_api_outage(now, &mut actions)
         } else if self.decided_once {
             // A watch is down or silent: keep what we announce (our lease
             // still protects it) but take nothing new on a stale view.
@@ -302,7 +438,7 @@ impl Core {
         } else {
             Wanted::default()
         };
-        if self.fence.is_fenced(now) || self.stopping {
+        if self.is_fenced(now) || self.stopping {
             wanted = Wanted::default();
         }
         self.reconcile(wanted, &mut actions);
@@ -311,10 +447,9 @@ impl Core {
 
     /// Runs the election on a synced view: what we should announce now, and
     /// the election changes seen.
-    fn elect(&mut self, now: Instant, actions: &mut Actions) -> Wanted {
+    fn elect(&mut self, members: BTreeSet<String>, now: Instant, actions: &mut Actions) -> Wanted {
         let mut wanted = Wanted::default();
         self.plan = eligibility(self.index.view(), self.class);
-        let members = self.members(now);
         let mut owners = BTreeMap::new();
         let mut contested = BTreeMap::new();
         for (vip, plan) in &self.plan {
@@ -354,6 +489,50 @@ impl Core {
         wanted
     }
 
+    /// Whether every node is cut from the API as far as the fast path can
+    /// tell (our API-outage grace holds): the lease view is stale for
+    /// everyone and only the LAN can still show a death.
+    fn in_api_outage(&self) -> bool {
+        self.lan.as_ref().is_some_and(|v| v.api_grace)
+    }
+
+    /// The election during an API outage (issue 13): the lease view is
+    /// stale, so membership is frozen at the peers that were live when it
+    /// turned stale, minus those the LAN declares dead. We keep what we
+    /// announce and take only VIPs whose owner the LAN declared dead (it
+    /// has fenced: the fast path's inequality); nothing else moves on a
+    /// stale view.
+    fn elect_in_api_outage(&mut self, now: Instant, actions: &mut Actions) -> Wanted {
+        let from_dead: BTreeSet<IpAddr> = self
+            .owners
+            .iter()
+            .filter(|(_, o)| {
+                o.as_deref()
+                    .is_some_and(|o| o != self.node && self.lan_holds_dead(o))
+            })
+            .map(|(v, _)| *v)
+            .collect();
+        let mut members = self.index.live_peers_when_view_went_stale();
+        members.retain(|p| !self.lan_holds_dead(p));
+        if !self.is_fenced(now) && !self.stopping {
+            members.insert(self.node.clone());
+        }
+        let mut wanted = self.elect(members, now, actions);
+        wanted
+            .vips
+            .retain(|v, _| self.announced.contains_key(v) || from_dead.contains(v));
+        let plan = &self.plan;
+        let kept: BTreeSet<&ServiceKey> = wanted
+            .vips
+            .keys()
+            .filter_map(|v| plan.get(v))
+            .flat_map(|p| p.services.iter())
+            .collect();
+        wanted.statuses.retain(|svc, _| kept.contains(svc));
+        wanted.co_owners.retain(|svc, _| kept.contains(svc));
+        wanted
+    }
+
     /// Whether we, the elected owner of `vip`, may announce it at `now`, or
     /// must first give the peer that had it time to withdraw. Records VIPs
     /// still waiting in `contested`.
@@ -387,7 +566,7 @@ impl Core {
             contested.insert(vip, since);
             return false;
         }
-        if self.lease_view_predates_rejoin() {
+        if self.rejoin_awaits_renewal || self.lease_view_predates_rejoin() {
             return false;
         }
         let holding_off = self.rejoin_hold_off_end().is_some_and(|t| now < t);
@@ -730,6 +909,252 @@ mod tests {
         assert_eq!(c.decide(t1).announce.len(), mine);
     }
 
+    fn lan(must_fence: bool, incarnation: u64, dead: &[(&str, u64)]) -> Input {
+        Input::Lan(super::super::lan::LanView {
+            must_fence,
+            incarnation,
+            first_incarnation: 1,
+            dead: dead.iter().map(|(n, i)| (n.to_string(), *i)).collect(),
+            api_grace: false,
+        })
+    }
+
+    #[test]
+    fn a_peer_the_lan_declares_dead_loses_its_vips_at_once_and_back_on_a_newer_incarnation() {
+        let t0 = Instant::now();
+        let mut b = core("node-b", t0);
+        b.apply(Input::Renewed { sent_at: t0 }, t0);
+        b.apply(lan(false, 1, &[]), t0);
+        b.decide(t0);
+        let of_a: BTreeSet<IpAddr> = vips()
+            .into_iter()
+            .filter(|v| {
+                owner_of(*v, &NODES) == "node-a" && owner_of(*v, &["node-b", "node-c"]) == "node-b"
+            })
+            .collect();
+        assert!(!of_a.is_empty());
+        // node-a's Lease is still live: only the verdict moves its VIPs.
+        let t1 = t0 + Duration::from_millis(300);
+        b.apply(lan(false, 1, &[("node-a", 7)]), t1);
+        let taken: BTreeSet<IpAddr> = b.decide(t1).announce.into_iter().map(|(v, _)| v).collect();
+        assert_eq!(
+            taken, of_a,
+            "taken at the verdict, no takeover delay needed"
+        );
+        // A Lease still showing the dead incarnation changes nothing...
+        let a7 = fixtures::lease("node-a", "node-a", "2026-01-01T00:00:00.500000Z")
+            .annotate(super::super::lan::INCARNATION_ANNOTATION, "7")
+            .build();
+        b.apply(Input::Lease(Change::Apply(a7)), t1);
+        assert!(b.decide(t1).withdraw.is_empty());
+        // ...a newer one makes node-a a member again.
+        let a8 = fixtures::lease("node-a", "node-a", "2026-01-01T00:00:00.600000Z")
+            .annotate(super::super::lan::INCARNATION_ANNOTATION, "8")
+            .build();
+        b.apply(Input::Lease(Change::Apply(a8)), t1);
+        let back: BTreeSet<IpAddr> = b.decide(t1).withdraw.into_iter().collect();
+        assert_eq!(back, of_a);
+    }
+
+    #[test]
+    fn a_lan_fence_withdraws_everything_and_rejoining_waits_for_the_published_incarnation() {
+        let t0 = Instant::now();
+        let mut c = core("node-a", t0);
+        c.apply(Input::Renewed { sent_at: t0 }, t0);
+        c.apply(lan(true, 1, &[]), t0);
+        assert!(c.decide(t0).announce.is_empty(), "not heard on the LAN yet");
+        c.apply(lan(false, 1, &[]), t0);
+        let mine = c.decide(t0).announce.len();
+        assert!(mine > 0);
+        let t1 = t0 + Duration::from_millis(200);
+        c.apply(lan(true, 1, &[]), t1);
+        assert_eq!(c.decide(t1).withdraw.len(), mine, "fenced on the LAN");
+        assert!(c.is_fenced(t1));
+        // A new incarnation, heard, but peers hold the old one dead until
+        // our Lease shows the new one.
+        let t2 = t1 + Duration::from_millis(600);
+        c.apply(Input::Renewed { sent_at: t2 }, t2);
+        c.apply(lan(false, 2, &[]), t2);
+        assert!(c.decide(t2).announce.is_empty(), "not published yet");
+        c.apply(Input::LanPublished(2), t2);
+        assert!(
+            c.decide(t2).announce.is_empty(),
+            "no lease delivery since the rejoin"
+        );
+        c.apply(
+            Input::Lease(Change::Resync(all_leases("00:00:01.000000"))),
+            t2,
+        );
+        assert_eq!(c.decide(t2).announce.len(), mine);
+    }
+
+    #[test]
+    fn during_an_api_outage_only_the_vips_of_a_peer_the_lan_declares_dead_move() {
+        let t0 = Instant::now();
+        let mut b = core("node-b", t0);
+        b.apply(Input::Renewed { sent_at: t0 }, t0);
+        b.apply(lan(false, 1, &[]), t0);
+        let mine: BTreeSet<IpAddr> = b.decide(t0).announce.into_iter().map(|(v, _)| v).collect();
+        let of_a: BTreeSet<IpAddr> = vips()
+            .into_iter()
+            .filter(|v| {
+                owner_of(*v, &NODES) == "node-a" && owner_of(*v, &["node-b", "node-c"]) == "node-b"
+            })
+            .collect();
+        // Every node loses the API: the lease watch fails, renewals fail.
+        let t1 = t0 + Duration::from_millis(500);
+        b.apply(Input::Lease(Change::Broken), t1);
+        b.apply(Input::RenewFailed, t1);
+        assert!(!b.synced(t1));
+        let outage = |dead: &[(&str, u64)]| {
+            let mut v = match lan(false, 1, dead) {
+                Input::Lan(v) => v,
+                _ => unreachable!(),
+            };
+            v.api_grace = true;
+            Input::Lan(v)
+        };
+        b.apply(outage(&[]), t1);
+        assert!(b.decide(t1).is_empty(), "nothing moves on a stale view");
+        // Past our lease fence, still answering: nobody can take over.
+        let t2 = t0 + D;
+        assert!(b.decide(t2).withdraw.is_empty());
+        // node-a crashes: the LAN says so, and only its VIPs move, to the
+        // node the election picks without it.
+        b.apply(outage(&[("node-a", 7)]), t2);
+        let taken: BTreeSet<IpAddr> = b.decide(t2).announce.into_iter().map(|(v, _)| v).collect();
+        assert_eq!(taken, of_a);
+        assert!(taken.is_disjoint(&mine));
+        // Without the grace (a peer reaches the API) a stale view takes nothing.
+        let mut c = core("node-b", t0);
+        c.apply(Input::Renewed { sent_at: t0 }, t0);
+        c.apply(lan(false, 1, &[]), t0);
+        c.decide(t0);
+        c.apply(Input::Lease(Change::Broken), t1);
+        c.apply(lan(false, 1, &[("node-a", 7)]), t1);
+        assert!(c.decide(t1).announce.is_empty());
+    }
+
+    #[test]
+    fn the_api_outage_grace_keeps_answering_past_the_lease_fence() {
+        let t0 = Instant::now();
+        let mut c = core("node-a", t0);
+        c.apply(Input::Renewed { sent_at: t0 }, t0);
+        c.apply(lan(false, 1, &[]), t0);
+        let mine = c.decide(t0).announce.len();
+        let deadline = t0 + D - MARGIN;
+        let mut grace = super::super::lan::LanView {
+            must_fence: false,
+            incarnation: 1,
+            first_incarnation: 1,
+            dead: BTreeMap::new(),
+            api_grace: true,
+        };
+        c.apply(Input::Lan(grace.clone()), deadline);
+        assert!(
+            c.decide(deadline).withdraw.is_empty(),
+            "nobody reaches the API"
+        );
+        grace.api_grace = false;
+        c.apply(Input::Lan(grace), deadline);
+        assert_eq!(c.decide(deadline).withdraw.len(), mine, "a peer reaches it");
+    }
+
+    /// `lan` with the API-outage grace set as given.
+    fn lan_grace(api_grace: bool) -> Input {
+        match lan(false, 1, &[]) {
+            Input::Lan(mut v) => {
+                v.api_grace = api_grace;
+                Input::Lan(v)
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn a_node_cut_from_the_api_keeps_its_peers_on_the_fast_path() {
+        let t0 = Instant::now();
+        let mut a = core("node-a", t0);
+        a.apply(Input::Renewed { sent_at: t0 }, t0);
+        let peers = |a: &Core, at| -> Vec<String> {
+            a.lan_members(at).into_iter().map(|(n, _)| n).collect()
+        };
+        assert_eq!(peers(&a, t0), ["node-b", "node-c"]);
+        // Our lease watch fails: long past a lease duration the peers still
+        // renew, we just cannot see it. Dropping them from the ring would
+        // leave us hearing nobody's evidence that the API is reachable.
+        let t1 = t0 + Duration::from_millis(500);
+        a.apply(Input::Lease(Change::Broken), t1);
+        assert_eq!(peers(&a, t1 + 5 * D), ["node-b", "node-c"]);
+        // A fresh list is the membership again.
+        let t2 = t1 + 6 * D;
+        a.apply(
+            Input::Lease(Change::Resync(vec![lease(
+                "node-b",
+                "node-b",
+                "2026-01-01T00:00:25.000000Z",
+            )])),
+            t2,
+        );
+        assert_eq!(peers(&a, t2), ["node-b"]);
+    }
+
+    #[test]
+    fn an_outage_grace_that_reopens_a_closed_fence_takes_nothing_before_a_renewal() {
+        let delay = Duration::from_millis(250);
+        let t0 = Instant::now();
+        let mut a = core_delayed("node-a", t0, delay);
+        a.apply(Input::Renewed { sent_at: t0 }, t0);
+        a.apply(lan_grace(false), t0);
+        let mine: BTreeSet<IpAddr> = a
+            .decide(t0 + delay)
+            .announce
+            .into_iter()
+            .map(|(v, _)| v)
+            .collect();
+        assert!(!mine.is_empty());
+        // Cut from the API while peers are not: the lease fence closes and
+        // the peers take our VIPs.
+        let t1 = t0 + Duration::from_secs(1);
+        a.apply(Input::Renewed { sent_at: t1 }, t1);
+        a.apply(Input::Lease(Change::Broken), t1);
+        let fenced = t1 + D - MARGIN;
+        assert_eq!(a.decide(fenced).withdraw.len(), mine.len());
+        // Then the fast path grants the outage grace (wrongly: say it lost
+        // sight of the peers' evidence). The fence reopens, but that is no
+        // renewal: peers still hold our VIPs and see our Lease expired.
+        let graced = fenced + Duration::from_secs(1);
+        a.apply(lan_grace(true), graced);
+        assert!(!a.is_fenced(graced));
+        assert!(a.decide(graced).is_empty());
+        // The lease watch lists again before any renewal: still nothing.
+        let listed = t0 + Duration::from_secs(20);
+        a.apply(
+            Input::Lease(Change::Resync(all_leases("00:00:20.000000"))),
+            listed,
+        );
+        assert!(
+            a.decide(listed + delay).announce.is_empty(),
+            "no renewal since the fence reopened"
+        );
+        // A renewal starts the usual rejoin: a delivery, then the hold-off.
+        let renewed = listed + delay + Duration::from_millis(10);
+        a.apply(Input::Renewed { sent_at: renewed }, renewed);
+        a.apply(lan_grace(false), renewed);
+        a.apply(
+            Input::Lease(Change::Resync(all_leases("00:00:20.300000"))),
+            renewed,
+        );
+        assert!(a.decide(renewed).announce.is_empty(), "holding off");
+        let back: BTreeSet<IpAddr> = a
+            .decide(renewed + delay)
+            .announce
+            .into_iter()
+            .map(|(v, _)| v)
+            .collect();
+        assert_eq!(back, mine);
+    }
+
     #[test]
     fn peer_expiry_moves_only_its_vips_after_full_duration() {
         let t0 = Instant::now();
@@ -933,6 +1358,57 @@ mod tests {
                 .iter()
                 .all(|(_, i)| i == &BTreeSet::from(["eth9".to_string()]))
         );
+    }
+
+    #[test]
+    fn a_link_going_down_releases_its_vips_at_once_and_peers_see_it_in_the_lease() {
+        let t0 = Instant::now();
+        let eth9 = || {
+            Input::Advertisement(Change::Resync(vec![
+                fixtures::advertisement("all")
+                    .spec(json!({"interfaces": ["eth9"]}))
+                    .build(),
+            ]))
+        };
+        let with_eth9 = |n: &str, ifaces: &str| {
+            let mut l = lease(n, n, "2026-01-01T00:00:00.000000Z");
+            l.metadata.annotations =
+                Some([(INTERFACES_ANNOTATION.to_string(), ifaces.to_string())].into());
+            Input::Lease(Change::Apply(l))
+        };
+        let mut a = core("node-a", t0);
+        a.apply(eth9(), t0);
+        a.set_own_interfaces(BTreeSet::from(["eth0".into(), "eth9".into()]));
+        for n in ["node-b", "node-c"] {
+            a.apply(with_eth9(n, "eth0,eth9"), t0);
+        }
+        a.apply(Input::Renewed { sent_at: t0 }, t0);
+        let mine: BTreeSet<IpAddr> = a.decide(t0).announce.into_iter().map(|(v, _)| v).collect();
+        assert!(!mine.is_empty());
+        // eth9's link goes down on node-a: nothing waits for a peer.
+        a.set_own_interfaces(BTreeSet::from(["eth0".into()]));
+        let gone: BTreeSet<IpAddr> = a.decide(t0).withdraw.into_iter().collect();
+        assert_eq!(gone, mine);
+        // node-b sees node-a's Lease publish only eth0 and takes node-a's
+        // VIPs that the election now gives it.
+        let mut b = core("node-b", t0);
+        b.apply(eth9(), t0);
+        b.set_own_interfaces(BTreeSet::from(["eth0".into(), "eth9".into()]));
+        for n in ["node-a", "node-c"] {
+            b.apply(with_eth9(n, "eth0,eth9"), t0);
+        }
+        b.apply(Input::Renewed { sent_at: t0 }, t0);
+        b.decide(t0);
+        let t1 = t0 + Duration::from_millis(100);
+        b.apply(with_eth9("node-a", "eth0"), t1);
+        let taken: BTreeSet<IpAddr> = b.decide(t1).announce.into_iter().map(|(v, _)| v).collect();
+        let want: BTreeSet<IpAddr> = mine
+            .iter()
+            .copied()
+            .filter(|v| owner_of(*v, &["node-b", "node-c"]) == "node-b")
+            .collect();
+        assert!(!want.is_empty());
+        assert_eq!(taken, want);
     }
 
     #[test]

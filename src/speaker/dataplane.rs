@@ -11,6 +11,13 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 impl Announcer for Dataplane {
+    fn usable_links(
+        &self,
+        interfaces: &std::collections::BTreeSet<String>,
+    ) -> std::collections::BTreeSet<String> {
+        super::netinfo::usable_links(interfaces)
+    }
+
     fn announce(&self, vip: IpAddr, interface: &str) -> Result<(), L2Error> {
         Dataplane::announce(self, vip, interface)
     }
@@ -21,6 +28,10 @@ impl Announcer for Dataplane {
 
     fn withdraw_all(&self) {
         Dataplane::withdraw_all(self);
+    }
+
+    fn set_answer_window(&self, window: crate::l2::AnswerWindow) {
+        Dataplane::set_answer_window(self, window);
     }
 
     fn subscribe_conflicts(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<IpConflict>> {

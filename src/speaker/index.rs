@@ -56,6 +56,15 @@ pub enum Input {
         /// When the successful renewal request was sent; the fence counts from here.
         sent_at: Instant,
     },
+    /// A renewal attempt of our own lease failed (the API server refused
+    /// or could not be reached). The fence does not move; this only tells
+    /// the fast path that we are not (now) reaching the API.
+    RenewFailed,
+    /// Our lease now publishes this fast-path incarnation (sent right
+    /// after the `Renewed` whose write carried it).
+    LanPublished(u64),
+    /// The fast path's view changed (see `super::lan`).
+    Lan(super::lan::LanView),
 }
 
 /// Which kinds have delivered their first complete list. Until all have,
@@ -96,6 +105,8 @@ pub struct Index {
     node_facts: BTreeMap<String, NodeFacts>,
     /// Interfaces peers published in their leases.
     lease_interfaces: BTreeMap<String, BTreeSet<String>>,
+    /// Fast-path incarnations peers published in their leases.
+    lease_incarnations: BTreeMap<String, u64>,
     /// Peer liveness from lease changes.
     liveness: Liveness,
     /// Which watchers have listed once.
@@ -111,6 +122,9 @@ pub struct Index {
     /// Lease watch deliveries so far: orders them against other inputs
     /// (see [`Index::lease_deliveries`]).
     lease_deliveries: u64,
+    /// When the lease watch last failed while its view was fresh: with
+    /// the silence bound, when the view turned stale.
+    lease_broken_at: Option<Instant>,
 }
 
 impl Index {
@@ -130,12 +144,14 @@ impl Index {
             view: ClusterView::default(),
             node_facts: BTreeMap::new(),
             lease_interfaces: BTreeMap::new(),
+            lease_incarnations: BTreeMap::new(),
             liveness: Liveness::new(lease_duration),
             synced: Synced::default(),
             leases_listed_once: false,
             lease_silence_bound,
             last_lease_delivery: None,
             lease_deliveries: 0,
+            lease_broken_at: None,
         }
     }
 
@@ -180,6 +196,9 @@ impl Index {
                 if delivers {
                     self.last_lease_delivery = Some(now);
                     self.lease_deliveries += 1;
+                    self.lease_broken_at = None;
+                } else if !was_stale {
+                    self.lease_broken_at = Some(now);
                 }
                 // A failed lease watch unsyncs the view: peers would seem to
                 // stop renewing only because we cannot see them. Any later
@@ -193,7 +212,8 @@ impl Index {
                 self.leases_listed_once |= delivers;
                 self.apply_lease(c, now);
             }
-            Input::Renewed { .. } => {}
+            Input::Renewed { .. } | Input::RenewFailed | Input::LanPublished(_) | Input::Lan(_) => {
+            }
         }
     }
 
@@ -216,6 +236,7 @@ impl Index {
                 if let Some(node) = node_of(&l) {
                     self.liveness.remove(&node, now);
                     self.lease_interfaces.remove(&node);
+                    self.lease_incarnations.remove(&node);
                 }
             }
             Change::Resync(all) => {
@@ -227,6 +248,7 @@ impl Index {
                 for gone in known.iter().filter(|n| !listed.contains_key(*n)) {
                     self.liveness.remove(gone, now);
                     self.lease_interfaces.remove(gone);
+                    self.lease_incarnations.remove(gone);
                 }
                 for (node, l) in &listed {
                     self.observe_lease(node, l, now);
@@ -239,6 +261,18 @@ impl Index {
     fn observe_lease(&mut self, node: &str, lease: &Lease, now: Instant) {
         let (fingerprint, released) = fingerprint(lease);
         self.liveness.observe(node, fingerprint, released, now);
+        match lease
+            .annotations()
+            .get(super::lan::INCARNATION_ANNOTATION)
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            Some(inc) => {
+                self.lease_incarnations.insert(node.to_string(), inc);
+            }
+            None => {
+                self.lease_incarnations.remove(node);
+            }
+        }
         match lease.annotations().get(INTERFACES_ANNOTATION) {
             Some(v) => {
                 self.lease_interfaces
@@ -302,6 +336,11 @@ impl Index {
         &self.view
     }
 
+    /// Replaces the interfaces this node has (their links changed).
+    pub fn set_own_interfaces(&mut self, interfaces: BTreeSet<String>) {
+        self.own_interfaces = Some(interfaces);
+    }
+
     /// Peers whose leases were seen to change within the lease duration
     /// before `now`, excluding ourselves (the fence judges us).
     pub fn live_peers(&self, now: Instant) -> BTreeSet<String> {
@@ -310,6 +349,47 @@ impl Index {
             .into_keys()
             .filter(|n| *n != self.node)
             .collect()
+    }
+
+    /// The peers that were live when the lease view turned stale (it
+    /// failed, or went silent for the silence bound): the membership an
+    /// API outage freezes. Empty while the view is fresh or never was.
+    pub fn live_peers_when_view_went_stale(&self) -> BTreeSet<String> {
+        let silent = self.lease_silence_ends();
+        let since = match (self.lease_broken_at, silent) {
+            (Some(b), Some(s)) => b.min(s),
+            (Some(b), None) => b,
+            (None, Some(s)) => s,
+            (None, None) => return BTreeSet::new(),
+        };
+        self.live_peers(since)
+    }
+
+    /// Live peers with the fast-path incarnation each Lease publishes: the
+    /// fast path's membership. While the lease view is stale these are the
+    /// peers live when it turned stale, as in an API outage's election:
+    /// otherwise they would expire only because we cannot see them, and a
+    /// ring emptied that way hears no peer's evidence of a reachable API,
+    /// so it would grant us the outage grace while peers take our VIPs,
+    /// and it would stop watching a peer that dies during the outage.
+    pub fn live_peer_incarnations(&self, now: Instant) -> Vec<(String, Option<u64>)> {
+        let peers = if self.lease_view_stale(now) {
+            self.live_peers_when_view_went_stale()
+        } else {
+            self.live_peers(now)
+        };
+        peers
+            .into_iter()
+            .map(|n| {
+                let inc = self.lease_incarnations.get(&n).copied();
+                (n, inc)
+            })
+            .collect()
+    }
+
+    /// The fast-path incarnation `node`'s Lease publishes.
+    pub fn published_incarnation(&self, node: &str) -> Option<u64> {
+        self.lease_incarnations.get(node).copied()
     }
 
     /// The next instant a peer's lease expires, if any.

@@ -12,6 +12,7 @@ pub mod core;
 pub mod dataplane;
 pub mod eligibility;
 mod index;
+pub mod lan;
 pub mod netinfo;
 mod status;
 mod tasks;
@@ -41,6 +42,15 @@ pub trait Announcer: Send + Sync {
     fn withdraw(&self, vip: IpAddr);
     /// Stop answering for everything, at once.
     fn withdraw_all(&self);
+    /// Answer only within `window` from now on, checked per frame (the
+    /// fast path's fence). The default ignores it: for dataplanes that
+    /// answer nothing on their own between announce and withdraw.
+    fn set_answer_window(&self, _window: crate::l2::AnswerWindow) {}
+    /// Of `interfaces`, those whose link can carry announcements now. The
+    /// default takes them all: for dataplanes that know no link state.
+    fn usable_links(&self, interfaces: &BTreeSet<String>) -> BTreeSet<String> {
+        interfaces.clone()
+    }
     /// Conflicts the dataplane detects (another MAC claiming an owned VIP),
     /// reported as `ipConflict` Events. `None` when the dataplane has no
     /// detection. Called once, at start.
@@ -101,6 +111,20 @@ pub struct SpeakerArgs {
     /// (by default Services with no class too). Set it as on the controller.
     #[arg(long, env = "L2LB_REQUIRE_CLASS")]
     pub require_class: bool,
+    /// File with the LAN fast path's shared secret(s), one `ID:SECRET` per
+    /// line, the first one signing (the `l2lb-fastpath` Secret, mounted).
+    /// Without it the fast path is off and crash failover takes a lease
+    /// duration.
+    #[arg(long, env = "L2LB_FASTPATH_KEY_FILE")]
+    pub fastpath_key_file: Option<std::path::PathBuf>,
+    /// LAN fast-path heartbeat interval. The other fast-path timers follow
+    /// it: a node fences after 3 intervals without an acknowledgement,
+    /// peers declare it dead after 5 (crash failover ≈ 5 intervals), a
+    /// fenced node rejoins after 10. Traffic per node is 6 frames per
+    /// interval. Shorter: faster failover, more frames and less slack for
+    /// a loaded node (a speaker starved of CPU for 3 intervals fences).
+    #[arg(long, env = "L2LB_FASTPATH_INTERVAL", default_value = "50ms", value_parser = crate::flags::parse_duration)]
+    pub fastpath_interval: Duration,
 }
 
 /// The speaker's validated configuration.
@@ -133,6 +157,13 @@ pub struct SpeakerConfig {
     /// Readiness for `/readyz`: every watch has listed and the speaker's own
     /// lease protects it (not fenced). Serve it with `telemetry::serve`.
     pub health: Arc<crate::telemetry::Health>,
+    /// Keys of the LAN fast path at start. With neither keys nor a key
+    /// file the fast path is off (Lease only).
+    pub fastpath_keys: Option<crate::fastpath::Keyring>,
+    /// The key file, re-read while running (see [`SpeakerArgs::fastpath_key_file`]).
+    pub fastpath_key_file: Option<std::path::PathBuf>,
+    /// The fast path's timers.
+    pub fastpath: crate::fastpath::Config,
 }
 
 /// Why the configuration is unusable.
@@ -144,6 +175,17 @@ pub enum ConfigError {
     /// The lease duration is not a whole number of seconds >= 1.
     #[error("--lease-duration must be a whole number of seconds, at least 1s (got {0:?})")]
     LeaseDuration(Duration),
+    /// The fast-path timers break the fence's inequality.
+    #[error("--fastpath-interval: {0}")]
+    FastPath(String),
+    /// The fast-path key file cannot be read or parsed.
+    #[error("--fastpath-key-file {path}: {why}")]
+    KeyFile {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        why: String,
+    },
     /// The timing flags contradict each other.
     #[error(
         "need 0 < --lease-renew ({renew:?}) < --lease-duration ({duration:?}) - --fence-margin ({margin:?})"
@@ -174,6 +216,9 @@ impl SpeakerConfig {
             class: crate::model::ClassFilter::default(),
             metrics: SpeakerMetrics::default(),
             health: Arc::default(),
+            fastpath_keys: None,
+            fastpath_key_file: None,
+            fastpath: crate::fastpath::Config::default(),
         }
     }
 
@@ -231,9 +276,52 @@ impl TryFrom<SpeakerArgs> for SpeakerConfig {
             class: crate::model::ClassFilter::new(a.require_class),
             metrics: SpeakerMetrics::default(),
             health: Arc::default(),
+            fastpath_keys: match &a.fastpath_key_file {
+                None => None,
+                // A missing file is the optional Secret not created yet (the
+                // controller creates it; kubelet mounts it within a minute or
+                // so): run on the Lease alone until it appears, loudly. A
+                // file that is there but wrong is a mistake to fail on.
+                Some(path) if !path.exists() => {
+                    tracing::warn!(
+                        path = %path.display(),
+                        "fast-path key file missing (Secret l2lb-fastpath not created yet?): \
+                         LAN fast path off until it appears, crash failover takes a lease duration"
+                    );
+                    None
+                }
+                Some(path) => {
+                    let err = |why: String| ConfigError::KeyFile {
+                        path: path.display().to_string(),
+                        why,
+                    };
+                    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+                    Some(
+                        crate::fastpath::keyfile::parse_keys(&text)
+                            .map_err(|e| err(e.to_string()))?,
+                    )
+                }
+            },
+            fastpath_key_file: a.fastpath_key_file.clone(),
+            fastpath: fastpath_config(a.fastpath_interval),
         };
+        c.fastpath
+            .validate()
+            .map_err(|e| ConfigError::FastPath(e.to_string()))?;
         c.validate()?;
         Ok(c)
+    }
+}
+
+/// The fast path's timers for heartbeat interval `i`: fence at 3·i,
+/// detect at 5·i, rejoin after 10·i (the defaults at 50 ms).
+fn fastpath_config(i: Duration) -> crate::fastpath::Config {
+    crate::fastpath::Config {
+        heartbeat_interval: i,
+        fence_after: i * 3,
+        detect_after: i * 5,
+        rejoin_quiet: i * 10,
+        ..crate::fastpath::Config::default()
     }
 }
 
@@ -251,6 +339,8 @@ pub struct SpeakerMetrics {
     pub lease_renew_failures: Counter,
     /// 1 while the speaker is fenced (announcing nothing), else 0.
     pub fenced: Gauge,
+    /// The LAN fast path's metrics.
+    pub lan: lan::LanMetrics,
 }
 
 impl Default for SpeakerMetrics {
@@ -261,6 +351,7 @@ impl Default for SpeakerMetrics {
             lease_renew_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
             lease_renew_failures: Counter::default(),
             fenced: Gauge::default(),
+            lan: lan::LanMetrics::default(),
         }
     }
 }
@@ -292,8 +383,35 @@ impl SpeakerMetrics {
         );
         r.register(
             "fenced",
-            "1 while the speaker cannot renew its lease and announces nothing",
+            "1 while the speaker is fenced (lease or LAN) and announces nothing",
             self.fenced.clone(),
+        );
+        let f = r.sub_registry_with_prefix("fastpath");
+        f.register(
+            "dropped",
+            "Fast-path frames dropped, by reason (authentication = forged, replay, malformed, ...)",
+            self.lan.dropped.clone(),
+        );
+        f.register(
+            "accepted",
+            "Fast-path messages accepted",
+            self.lan.accepted.clone(),
+        );
+        f.register("sent", "Fast-path messages sent", self.lan.sent.clone());
+        f.register(
+            "dead_peers",
+            "Lease-live peers the LAN fast path holds dead",
+            self.lan.dead_peers.clone(),
+        );
+        f.register(
+            "fenced",
+            "1 while the LAN fast path fences this node",
+            self.lan.fenced.clone(),
+        );
+        f.register(
+            "fences",
+            "Times the LAN fast path fenced this node",
+            self.lan.fences.clone(),
         );
     }
 }
@@ -350,6 +468,7 @@ mod tests {
         assert_eq!(c.lease_duration, Duration::from_secs(4));
         assert_eq!(c.lease_renew, Duration::from_secs(1));
         assert_eq!(c.fence_margin, Duration::from_secs(1));
+        assert_eq!(c.fastpath, crate::fastpath::Config::default());
         assert_eq!(
             c.interfaces,
             Some(BTreeSet::from(["eth0".to_string(), "eth1".to_string()]))
@@ -386,6 +505,9 @@ mod tests {
             "l2lb_speaker_lease_renew_seconds_bucket",
             "l2lb_speaker_lease_renew_failures_total",
             "l2lb_speaker_fenced",
+            "l2lb_speaker_fastpath_dropped",
+            "l2lb_speaker_fastpath_dead_peers",
+            "l2lb_speaker_fastpath_fences_total",
         ] {
             assert!(out.contains(name), "{name} missing in\n{out}");
         }

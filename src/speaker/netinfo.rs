@@ -71,6 +71,31 @@ pub fn addressed_interfaces() -> BTreeSet<String> {
         .collect()
 }
 
+/// Of `interfaces`, those whose link can carry announcements now: present,
+/// administratively up and operational (`IFF_RUNNING`: carrier, RFC 2863
+/// "up"). A NIC unplugged or a link set down drops out at once, so its
+/// VIPs are released and peers see it in our Lease.
+pub fn usable_links(interfaces: &BTreeSet<String>) -> BTreeSet<String> {
+    let links: Vec<(String, bool)> = pnet::datalink::interfaces()
+        .into_iter()
+        .map(|i| {
+            let usable = i.is_up() && i.is_running();
+            (i.name, usable)
+        })
+        .collect();
+    links_usable(interfaces, &links)
+}
+
+/// The pure part of [`usable_links`]: `links` is every present interface
+/// with whether its link is usable.
+pub fn links_usable(interfaces: &BTreeSet<String>, links: &[(String, bool)]) -> BTreeSet<String> {
+    interfaces
+        .iter()
+        .filter(|name| links.iter().any(|(n, usable)| n == *name && *usable))
+        .cloned()
+        .collect()
+}
+
 /// Names of this network namespace's interfaces, except `lo`.
 pub fn interfaces() -> BTreeSet<String> {
     std::fs::read_dir("/sys/class/net")
@@ -103,6 +128,20 @@ mod tests {
             Some("eth0")
         );
         assert_eq!(interface_holding(&ifaces, &[ip("198.18.9.9")]), None);
+    }
+
+    #[test]
+    fn only_present_running_links_are_usable() {
+        let want: BTreeSet<String> = ["eth0", "eth1", "eth2"].map(String::from).into();
+        let links = [
+            ("eth0".to_string(), true),
+            ("eth1".to_string(), false),
+            ("lo".to_string(), true),
+        ];
+        assert_eq!(
+            links_usable(&want, &links),
+            BTreeSet::from(["eth0".to_string()])
+        );
     }
 
     #[test]

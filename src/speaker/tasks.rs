@@ -49,6 +49,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::core::{Actions, Change, Core, Input};
 use super::eligibility::{INTERFACES_ANNOTATION, ServiceKey};
+use super::lan::{INCARNATION_ANNOTATION, Lan, LanConfig};
 use super::status::{self, StatusMsg};
 use super::{Announcer, IpConflict, SpeakerConfig, SpeakerError, netinfo};
 use crate::api::events::Reason;
@@ -80,7 +81,9 @@ async fn run_inner(
         .interfaces
         .clone()
         .unwrap_or_else(netinfo::interfaces);
-    info!(node = %node, interfaces = ?own_interfaces, default_interface = ?config.default_interface, "speaker starting");
+    let usable = announcer.usable_links(&own_interfaces);
+    info!(node = %node, interfaces = ?own_interfaces, links_up = ?usable, default_interface = ?config.default_interface, "speaker starting");
+    let (links_tx, links_rx) = tokio::sync::watch::channel(usable.clone());
     // A restarted speaker must not keep answering from a previous life.
     announcer.withdraw_all();
     config.metrics.fenced.set(1);
@@ -88,7 +91,9 @@ async fn run_inner(
     let (tx, rx) = mpsc::channel::<Input>(1024);
     let mut tasks = JoinSet::new();
     spawn_watchers(&client, &config, &tx, &mut tasks);
-    let renewer = Renewer::spawn(&client, &config, own_interfaces.clone(), tx);
+    let (published_tx, published_rx) = tokio::sync::watch::channel(None);
+    let lan = start_lan(&config, &tx, &announcer, published_tx);
+    let renewer = Renewer::spawn(&client, &config, links_rx, tx, published_rx);
     let (status_tx, status_rx) = mpsc::unbounded_channel();
     let status_stop = CancellationToken::new();
     let status_task = tokio::spawn(
@@ -105,7 +110,7 @@ async fn run_inner(
     let core = Core::new(
         node.clone(),
         config.timing(),
-        Some(own_interfaces),
+        Some(usable.clone()),
         config.default_interface.clone(),
     )
     .with_class(config.class);
@@ -116,19 +121,67 @@ async fn run_inner(
         announcer: announcer.as_ref(),
         status_tx: &status_tx,
         may_renew: &renewer.may_renew,
+        lan: lan.as_ref(),
         resolved_for: None,
         first_decision_sent: false,
         retry_at: None,
+        links: Links {
+            configured: own_interfaces,
+            usable,
+            tx: links_tx,
+        },
     };
     let result = decisions.run(rx, &shutdown).await;
 
     // Graceful hand-over: stop answering first, then tell peers.
     decisions.withdraw_everything();
+    if let Some(lan) = &lan {
+        // Tells our witnesses to stop watching us (without it they would
+        // reach a verdict: harmless, only noisier), alongside the release,
+        // which is what hands the VIPs over.
+        lan.leave();
+    }
     renewer.stop_and_release(&client, &config).await;
+    if let Some(lan) = lan {
+        lan.join();
+    }
     status_stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(2), status_task).await;
     tasks.shutdown().await;
     result
+}
+
+/// Starts the LAN fast path when keys or a key file are configured.
+fn start_lan(
+    config: &SpeakerConfig,
+    tx: &mpsc::Sender<Input>,
+    announcer: &Arc<dyn Announcer>,
+    published: tokio::sync::watch::Sender<Option<u64>>,
+) -> Option<Lan> {
+    if config.fastpath_keys.is_none() && config.fastpath_key_file.is_none() {
+        warn!("no --fastpath-key-file: LAN fast path off, crash failover takes a lease duration");
+        return None;
+    }
+    let lan_config = LanConfig {
+        detector: config.fastpath.clone(),
+        keys: config.fastpath_keys.clone(),
+        key_file: config.fastpath_key_file.clone(),
+        lease_fence_window: config.lease_duration.saturating_sub(config.fence_margin),
+    };
+    match Lan::spawn(
+        config.node_name.clone(),
+        lan_config,
+        tx.clone(),
+        announcer.clone(),
+        published,
+        config.metrics.lan.clone(),
+    ) {
+        Ok(lan) => Some(lan),
+        Err(e) => {
+            warn!(error = %e, "cannot start the LAN fast path; running on the Lease alone");
+            None
+        }
+    }
 }
 
 /// Starts one watch per kind the core reads, all feeding `tx`.
@@ -205,8 +258,9 @@ impl Renewer {
     fn spawn(
         client: &Client,
         config: &SpeakerConfig,
-        interfaces: BTreeSet<String>,
+        links: tokio::sync::watch::Receiver<BTreeSet<String>>,
         tx: mpsc::Sender<Input>,
+        published: tokio::sync::watch::Receiver<Option<u64>>,
     ) -> Self {
         let lease_name = format!("{SPEAKER_LEASE_PREFIX}{}", config.node_name);
         let ns = config.namespace.as_str();
@@ -217,9 +271,8 @@ impl Renewer {
                 LeaseLock::new(client.clone(), ns, lock_params(config)),
                 Api::<Lease>::namespaced(client.clone(), ns),
                 lease_name.clone(),
-                interfaces,
                 config.clone(),
-                (tx, may_renew_rx),
+                (tx, may_renew_rx, published, links),
                 stop.clone(),
             )
             .instrument(info_span!("lease_renew", lease = %lease_name)),
@@ -273,6 +326,8 @@ struct DecisionLoop<'a> {
     status_tx: &'a mpsc::UnboundedSender<StatusMsg>,
     /// Tells the renewer whether renewing is useful.
     may_renew: &'a tokio::sync::watch::Sender<bool>,
+    /// The LAN fast path, when on: told the interface and the members.
+    lan: Option<&'a Lan>,
     /// Conflicts the dataplane detects.
     conflicts: Option<mpsc::UnboundedReceiver<IpConflict>>,
     /// The Node's InternalIPs the default interface was last resolved for.
@@ -281,7 +336,26 @@ struct DecisionLoop<'a> {
     first_decision_sent: bool,
     /// When to retry announces that failed.
     retry_at: Option<Instant>,
+    /// Our interfaces' link states.
+    links: Links,
 }
+
+/// Which of our interfaces have a usable link, checked every
+/// [`LINK_CHECK`]: a NIC unplugged or set down releases its VIPs at once
+/// and our Lease says so (peers take them), instead of leaving them dark
+/// while the node stays live. The fast path's own interface needs no such
+/// help: with its link down the node hears no acknowledgement and fences.
+struct Links {
+    /// The interfaces this node offers (flag or detected at start).
+    configured: BTreeSet<String>,
+    /// Those with a usable link at the last check.
+    usable: BTreeSet<String>,
+    /// Tells the renewer what to publish.
+    tx: tokio::sync::watch::Sender<BTreeSet<String>>,
+}
+
+/// How often link states are read (one netlink dump).
+const LINK_CHECK: Duration = Duration::from_millis(100);
 
 impl DecisionLoop<'_> {
     /// Decides until `shutdown`, or until the inputs end (a task died).
@@ -290,11 +364,19 @@ impl DecisionLoop<'_> {
         mut rx: mpsc::Receiver<Input>,
         shutdown: &CancellationToken,
     ) -> Result<(), SpeakerError> {
+        let mut link_check = tokio::time::interval(LINK_CHECK);
+        link_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut wake = self.step(Instant::now());
         loop {
-            let wake = self.step(Instant::now());
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return Ok(()),
+                // Most ticks change nothing: no decision then.
+                _ = link_check.tick() => {
+                    if !self.check_links() {
+                        continue;
+                    }
+                }
                 input = rx.recv() => {
                     let Some(input) = input else {
                         return Err(SpeakerError::TaskStopped { task: "watchers" });
@@ -311,7 +393,27 @@ impl DecisionLoop<'_> {
                 }
                 _ = sleep_until(wake) => {}
             }
+            wake = self.step(Instant::now());
         }
+    }
+
+    /// Reads our links' states; on a change tells the core and the renewer.
+    /// Returns whether they changed.
+    fn check_links(&mut self) -> bool {
+        let usable = self.announcer.usable_links(&self.links.configured);
+        if usable == self.links.usable {
+            return false;
+        }
+        for down in self.links.usable.difference(&usable) {
+            warn!(interface = %down, "link down: releasing the VIPs announced on it");
+        }
+        for up in usable.difference(&self.links.usable) {
+            info!(interface = %up, "link up: eligible on it again");
+        }
+        self.links.usable = usable.clone();
+        self.core.set_own_interfaces(usable.clone());
+        self.links.tx.send_replace(usable);
+        true
     }
 
     /// Decides at `now`, carries the actions out, publishes the speaker's
@@ -343,6 +445,13 @@ impl DecisionLoop<'_> {
         if synced && !self.first_decision_sent {
             self.first_decision_sent = true;
             let _ = self.status_tx.send(StatusMsg::FirstDecisionDone);
+        }
+        if let Some(lan) = self.lan {
+            lan.set_interface(self.core.default_interface().map(str::to_string));
+            lan.set_members(
+                self.core.lan_members(std_now),
+                self.core.lease_renewing(std_now),
+            );
         }
         let fenced = self.core.is_fenced(std_now);
         let may_renew = self.core.may_renew(std_now);
@@ -660,6 +769,15 @@ where
     }
 }
 
+/// The renewer's channels: results out; whether renewing is useful, the
+/// fast-path incarnation and our usable links in.
+type RenewChannels = (
+    mpsc::Sender<Input>,
+    tokio::sync::watch::Receiver<bool>,
+    tokio::sync::watch::Receiver<Option<u64>>,
+    tokio::sync::watch::Receiver<BTreeSet<String>>,
+);
+
 /// Renews our lease every `lease_renew` and reports each success with the
 /// time its request was sent.
 ///
@@ -673,24 +791,41 @@ async fn renew(
     lock: LeaseLock,
     leases: Api<Lease>,
     lease_name: String,
-    interfaces: BTreeSet<String>,
     config: SpeakerConfig,
-    (tx, mut may_renew): (mpsc::Sender<Input>, tokio::sync::watch::Receiver<bool>),
+    (tx, mut may_renew, mut published, mut links): RenewChannels,
     stop: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(config.lease_renew);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Past this a renewal no longer helps: the fence has closed.
     let attempt_timeout = config.lease_duration - config.fence_margin;
-    let interfaces: Vec<&str> = interfaces.iter().map(String::as_str).collect();
-    let interfaces = interfaces.join(",");
     // resourceVersion of our last successful write; None = (re)acquire.
     let mut held: Option<String> = None;
+    // Without the fast path (no key) its sender is gone from the start:
+    // then only the tick renews.
+    let mut lan_on = true;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
+            // A new confirmed fast-path incarnation is published at once:
+            // after a LAN fence, peers hold us dead until they see it. One
+            // extra request per rejoin, so the load stays per node.
+            r = published.changed(), if lan_on => if r.is_err() {
+                lan_on = false;
+                continue;
+            },
+            // A link went down or up: peers must see it now, not at the
+            // next tick (they take the VIPs we released).
+            r = links.changed() => if r.is_err() { return },
         }
+        let incarnation = *published.borrow_and_update();
+        let interfaces = links
+            .borrow_and_update()
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(",");
         if !*may_renew.borrow_and_update() {
             // Fenced and not synced (see `Core::may_renew`): wait for the
             // watches, then renew at once rather than on the next tick.
@@ -704,7 +839,7 @@ async fn renew(
             &lock,
             &leases,
             &lease_name,
-            &interfaces,
+            (&interfaces, incarnation),
             &config,
             held.clone(),
         );
@@ -728,6 +863,11 @@ async fn renew(
                 if tx.send(renewed).await.is_err() {
                     return;
                 }
+                if let Some(inc) = incarnation
+                    && tx.send(Input::LanPublished(inc)).await.is_err()
+                {
+                    return;
+                }
             }
             Ok(Ok(None)) => {
                 held = None;
@@ -739,10 +879,16 @@ async fn renew(
             Ok(Err(e)) => {
                 config.metrics.lease_renew_failures.inc();
                 warn!(error = %e, "lease renewal failed");
+                if tx.send(Input::RenewFailed).await.is_err() {
+                    return;
+                }
             }
             Err(_) => {
                 config.metrics.lease_renew_failures.inc();
                 warn!(timeout = ?attempt_timeout, "lease renewal timed out");
+                if tx.send(Input::RenewFailed).await.is_err() {
+                    return;
+                }
             }
         }
     }
@@ -757,12 +903,12 @@ async fn renew_once(
     lock: &LeaseLock,
     leases: &Api<Lease>,
     name: &str,
-    interfaces: &str,
+    published: (&str, Option<u64>),
     config: &SpeakerConfig,
     held: Option<String>,
 ) -> Result<Option<String>, String> {
     if let Some(rv) = held {
-        match patch_if_unchanged(leases, name, &rv, interfaces, config).await {
+        match patch_if_unchanged(leases, name, &rv, published, config).await {
             Ok(rv) => return Ok(Some(rv)),
             Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {
                 info!(code = e.code, "own lease changed or vanished; re-acquiring");
@@ -772,16 +918,19 @@ async fn renew_once(
     }
     match lock.try_acquire_or_renew().await {
         Ok(LeaseLockResult::Acquired(lease)) => {
-            let published = lease
-                .annotations()
+            let annotations = lease.annotations();
+            let shown = annotations
                 .get(INTERFACES_ANNOTATION)
-                .is_some_and(|v| v == interfaces);
+                .is_some_and(|v| *v == published.0)
+                && published.1.is_none_or(|inc| {
+                    annotations.get(INCARNATION_ANNOTATION) == Some(&inc.to_string())
+                });
             let rv = lease.metadata.resource_version.unwrap_or_default();
-            if published {
+            if shown {
                 return Ok(Some(rv));
             }
             // The lease is ours; a failure here only delays publishing.
-            match patch_if_unchanged(leases, name, &rv, interfaces, config).await {
+            match patch_if_unchanged(leases, name, &rv, published, config).await {
                 Ok(rv) => Ok(Some(rv)),
                 Err(e) => {
                     debug!(error = %e, "publishing interfaces on the lease failed; will retry");
@@ -800,14 +949,18 @@ async fn patch_if_unchanged(
     leases: &Api<Lease>,
     name: &str,
     rv: &str,
-    interfaces: &str,
+    (interfaces, incarnation): (&str, Option<u64>),
     config: &SpeakerConfig,
 ) -> Result<String, kube::Error> {
     let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(jiff::Timestamp::now());
+    let mut annotations = serde_json::json!({ INTERFACES_ANNOTATION: interfaces });
+    if let Some(inc) = incarnation {
+        annotations[INCARNATION_ANNOTATION] = inc.to_string().into();
+    }
     let patch = serde_json::json!({
         "metadata": {
             "resourceVersion": rv,
-            "annotations": {INTERFACES_ANNOTATION: interfaces},
+            "annotations": annotations,
         },
         "spec": {
             "holderIdentity": config.node_name,

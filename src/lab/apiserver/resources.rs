@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Event as CoreEvent, Namespace, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Event as CoreEvent, Namespace, Node, Pod, Secret, Service,
+};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::events::v1::Event as EventsEvent;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -250,6 +252,17 @@ pub fn builtins() -> Vec<ResourceType> {
             false,
             false,
             check::<ConfigMap>,
+        ),
+        builtin(
+            "",
+            "v1",
+            "Secret",
+            "secrets",
+            &[],
+            true,
+            false,
+            false,
+            check::<Secret>,
         ),
         builtin(
             "discovery.k8s.io",

@@ -431,6 +431,69 @@ impl Lan {
         format!("p{}{index}", &role[..role.len().min(1)])
     }
 
+    /// Drops the host's fast-path frames (EtherType 0x88B5) at its bridge
+    /// port: those it sends when `outbound`, those sent to it when
+    /// `inbound`, with tc BPF filters (no iptables/ebtables needed). Other
+    /// traffic (ARP, IP) passes. Filtering at the bridge port, not in the
+    /// host, because a packet socket sees received frames before the
+    /// host's own tc ingress hook could drop them.
+    pub fn cut_fastpath(&self, host: &Host, outbound: bool, inbound: bool) -> Result<(), NetError> {
+        let port = self.port_name(host);
+        let b = self.bridge_ns.as_str();
+        self.heal_fastpath(host)?;
+        ns_exec(b, &["tc", "qdisc", "add", "dev", &port, "clsact"])?;
+        // The port's ingress carries what the host sends; its egress what
+        // the host receives.
+        for (on, hook) in [(outbound, "ingress"), (inbound, "egress")] {
+            if on {
+                // A one-instruction classic BPF program in direct-action
+                // mode returning TC_ACT_SHOT (2): it needs only cls_bpf,
+                // where `matchall`/`action drop` need modules many
+                // kernels (this CI's included) do not ship.
+                ns_exec(
+                    b,
+                    &[
+                        "tc",
+                        "filter",
+                        "add",
+                        "dev",
+                        &port,
+                        hook,
+                        "protocol",
+                        "0x88b5",
+                        "prio",
+                        "1",
+                        "bpf",
+                        "bytecode",
+                        "1,6 0 0 2,",
+                        "da",
+                    ],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes what [`Lan::cut_fastpath`] installed (harmless when nothing is).
+    pub fn heal_fastpath(&self, host: &Host) -> Result<(), NetError> {
+        let port = self.port_name(host);
+        let mut c = Command::new("ip");
+        c.args([
+            "netns",
+            "exec",
+            &self.bridge_ns,
+            "tc",
+            "qdisc",
+            "del",
+            "dev",
+            &port,
+            "clsact",
+        ]);
+        // Fails with "no such qdisc" when nothing was installed; fine.
+        let _ = c.output();
+        Ok(())
+    }
+
     /// Deletes the host's LAN interface and creates it again with the same
     /// name, MAC and addresses (it gets a new interface index), as a NIC
     /// driver reload or a re-created bond would.
