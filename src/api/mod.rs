@@ -63,3 +63,26 @@ pub fn selector(ls: &LabelSelector) -> Result<Selector, SelectorError> {
 pub fn selectors(list: &[LabelSelector]) -> Result<Vec<Selector>, SelectorError> {
     list.iter().map(selector).collect()
 }
+
+/// The Secret `name` holding the fast-path key file `key_file` (under
+/// [`crate::fastpath::keyfile::SECRET_KEY`]), as the controller creates it
+/// at install and the lab stands in for an operator's own.
+pub fn fastpath_secret(name: &str, key_file: &str) -> k8s_openapi::api::core::v1::Secret {
+    use std::collections::BTreeMap;
+    k8s_openapi::api::core::v1::Secret {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some(name.to_string()),
+            labels: Some(BTreeMap::from([(
+                "app.kubernetes.io/name".to_string(),
+                "l2lb".to_string(),
+            )])),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            crate::fastpath::keyfile::SECRET_KEY.to_string(),
+            k8s_openapi::ByteString(key_file.as_bytes().to_vec()),
+        )])),
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    }
+}

@@ -5,11 +5,9 @@
 //! editing it (README "LAN fast path key").
 
 use crate::fastpath::keyfile;
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, PostParams};
 use kube::{Client, Error};
-use std::collections::BTreeMap;
 use std::time::Duration;
 use tracing::{info, warn};
 
@@ -46,22 +44,7 @@ async fn try_ensure(api: &Api<Secret>, name: &str) -> Result<Outcome, Error> {
     }
     let text = keyfile::generate(&ring::rand::SystemRandom::new())
         .map_err(|_| Error::Service("the system random source failed".into()))?;
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(name.to_string()),
-            labels: Some(BTreeMap::from([(
-                "app.kubernetes.io/name".to_string(),
-                "l2lb".to_string(),
-            )])),
-            ..ObjectMeta::default()
-        },
-        data: Some(BTreeMap::from([(
-            keyfile::SECRET_KEY.to_string(),
-            ByteString(text.into_bytes()),
-        )])),
-        type_: Some("Opaque".into()),
-        ..Secret::default()
-    };
+    let secret = crate::api::fastpath_secret(name, &text);
     match api.create(&PostParams::default(), &secret).await {
         Ok(_) => Ok(Outcome::Created),
         Err(Error::Api(s)) if s.code == 409 => Ok(Outcome::Existed),

@@ -126,22 +126,6 @@ fn write_fastpath_key(path: &Path, text: &str) -> Result<(), LabError> {
     std::fs::rename(&tmp, path).map_err(io(format!("cannot write {}", path.display())))
 }
 
-/// The fast-path key Secret holding `text`, as an install has it.
-fn fastpath_secret(text: &str) -> Secret {
-    Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some(crate::api::FASTPATH_SECRET.into()),
-            namespace: Some(INSTALL_NAMESPACE.into()),
-            ..Default::default()
-        },
-        data: Some(std::collections::BTreeMap::from([(
-            crate::fastpath::keyfile::SECRET_KEY.to_string(),
-            k8s_openapi::ByteString(text.as_bytes().to_vec()),
-        )])),
-        ..Default::default()
-    }
-}
-
 /// Plays kubelet's part for the fast-path Secret: once it exists, copies
 /// its key file to `path` (and again whenever it changes), until `stop`.
 async fn mount_fastpath_secret(client: Client, path: PathBuf, stop: CancellationToken) {
@@ -288,7 +272,10 @@ impl Lab {
         if let Some(text) = &key_text {
             let secrets: Api<Secret> = Api::namespaced(client.clone(), INSTALL_NAMESPACE);
             secrets
-                .create(&PostParams::default(), &fastpath_secret(text))
+                .create(
+                    &PostParams::default(),
+                    &crate::api::fastpath_secret(crate::api::FASTPATH_SECRET, text),
+                )
                 .await?;
         } else if opts.fastpath {
             tokio::spawn(mount_fastpath_secret(
