@@ -105,10 +105,14 @@ fn decide(
     let mut released = false;
     let mut retry = false;
     for key in &keys {
-        if writer.defer_if_busy(key) {
+        let obj = caches.service(key);
+        // A deleted Service is released even while its last status write is
+        // in flight: that write can only fail now, and deferring the release
+        // would let a Service created in the same batch take a different
+        // address than the one just freed.
+        if obj.is_some() && writer.defer_if_busy(key) {
             continue;
         }
-        let obj = caches.service(key);
         let cached_rv = obj.as_ref().and_then(|o| o.resource_version());
         if writer.is_stale(key, cached_rv.as_deref()) {
             continue;
