@@ -50,6 +50,14 @@ pub fn prefix_in_use(annotations: &BTreeMap<String, String>) -> &'static str {
         .unwrap_or(PREFIXES[0])
 }
 
+/// Whether the Service carries an `allow-shared-ip` annotation under any
+/// prefix, whatever its value (MetalLB's speaker tests presence only).
+pub fn has_sharing_annotation(annotations: &BTreeMap<String, String>) -> bool {
+    PREFIXES
+        .iter()
+        .any(|prefix| annotations.contains_key(&format!("{prefix}{ALLOW_SHARED_IP}")))
+}
+
 /// The Service's settings spelled with the deprecated
 /// `metallb.universe.tf/` prefix, sorted.
 pub fn deprecated_keys(annotations: &BTreeMap<String, String>) -> Vec<String> {

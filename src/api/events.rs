@@ -24,6 +24,9 @@ pub enum Reason {
     AnnounceFailed,
     /// Speaker: another host answers for a VIP this node announces.
     IpConflict,
+    /// Speaker: the Service's VIP is not announced because of its
+    /// configuration (the note says which rule).
+    NotAnnounced,
 }
 
 impl Reason {
@@ -38,6 +41,7 @@ impl Reason {
             Reason::NodeAssigned => "nodeAssigned",
             Reason::AnnounceFailed => "announceFailed",
             Reason::IpConflict => "ipConflict",
+            Reason::NotAnnounced => "notAnnounced",
         }
     }
 
@@ -50,6 +54,7 @@ impl Reason {
                 | Reason::DeprecatedAnnotation
                 | Reason::AnnounceFailed
                 | Reason::IpConflict
+                | Reason::NotAnnounced
         )
     }
 }

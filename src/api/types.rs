@@ -137,6 +137,17 @@ pub struct L2AdvertisementSpec {
     /// Services announced. Empty means every Service with an address from the pools.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub service_selectors: Vec<LabelSelector>,
+    /// Keep announcing from cordoned nodes (`spec.unschedulable` or the
+    /// `node.kubernetes.io/unschedulable` taint). By default a cordoned
+    /// node hands its VIPs to another node before it is drained.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub announce_from_cordoned_nodes: bool,
+    /// Keep a VIP on its current node when a node the election prefers
+    /// becomes eligible again (a node returning from a crash or from
+    /// maintenance), instead of moving it back. Off by default, as in
+    /// MetalLB: every move is a short hand-over, but a move is a move.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub non_revertive: bool,
 }
 
 /// Written by the speaker that announces a Service: which node answers for it.

@@ -12,7 +12,7 @@
 //! socket is cleared by reading SO_ERROR, a vanished interface is waited for
 //! with the housekeeping timeout), and never let a bad frame end the loop.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
@@ -142,7 +142,6 @@ impl Iface {
             schedule: Vec::new(),
             next_refresh: None,
             last_check: Instant::now(),
-            conflict_logged: HashMap::new(),
             link_down: false,
             gate,
         };
@@ -230,8 +229,6 @@ struct Worker {
     next_refresh: Option<Instant>,
     /// Last time the interface index was checked.
     last_check: Instant,
-    /// Rate limit for conflict log lines, per (VIP, MAC).
-    conflict_logged: HashMap<(IpAddr, Mac), Instant>,
     /// The socket reported ENETDOWN: re-announce everything once the link
     /// is back, since neighbours may have moved while we could not answer.
     link_down: bool,
@@ -416,21 +413,14 @@ impl Worker {
 
     fn report_conflict(&mut self, claim: decide::Claim, our_mac: Mac) {
         self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
-        let key = (claim.vip, claim.their_mac);
-        let now = Instant::now();
-        let log = self
-            .conflict_logged
-            .get(&key)
-            .is_none_or(|t| now.duration_since(*t) >= Duration::from_secs(10));
-        if log {
-            self.conflict_logged.insert(key, now);
-            warn!(
-                vip = %claim.vip,
-                our_mac = %our_mac,
-                their_mac = %claim.their_mac,
-                "another host claims our VIP"
-            );
-        }
+        // The speaker judges whether it is a conflict (a peer's hand-over
+        // echo is not) and logs it; here it is only a frame seen.
+        debug!(
+            vip = %claim.vip,
+            our_mac = %our_mac,
+            their_mac = %claim.their_mac,
+            "another MAC claims an owned VIP"
+        );
         let conflict = Conflict {
             vip: claim.vip,
             interface: self.name.clone(),

@@ -61,9 +61,24 @@ impl<'a> CompiledAd<'a> {
             || self.service_selectors.iter().any(|s| s.matches(labels))
     }
 
+    /// Whether it limits the Services it announces (`serviceSelectors`).
+    pub fn has_service_selectors(&self) -> bool {
+        !self.service_selectors.is_empty()
+    }
+
     /// Whether it lets a node with `labels` announce.
     pub fn selects_node(&self, labels: &Labels) -> bool {
         self.node_selectors.is_empty() || self.node_selectors.iter().any(|s| s.matches(labels))
+    }
+
+    /// Whether cordoned nodes keep announcing under it.
+    pub fn announces_from_cordoned(&self) -> bool {
+        self.ad.spec.announce_from_cordoned_nodes
+    }
+
+    /// Whether its VIPs stay on their current owner (no move back).
+    pub fn non_revertive(&self) -> bool {
+        self.ad.spec.non_revertive
     }
 
     /// The interfaces it names; empty means the node's default interface.

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Service;
 
-use super::eligibility::{AnnounceOn, ServiceKey, VipPlan, eligibility};
+use super::eligibility::{AnnounceOn, NodeRules, ServiceKey, VipPlan, eligibility};
 use super::index::Index;
 pub use super::index::{Change, Input};
 use crate::election::{self, Fence};
@@ -43,6 +43,12 @@ pub struct Actions {
     pub co_owners: BTreeMap<ServiceKey, BTreeSet<String>>,
     /// VIPs whose owner (as computed here, any node) changed.
     pub election_changes: u64,
+    /// Services newly refused announcement because they carry
+    /// `allow-shared-ip` and a matching advertisement has
+    /// `serviceSelectors`, with the VIP concerned. Reported by one speaker
+    /// per VIP (the one the VIP's election among all members would pick),
+    /// not by every node.
+    pub refused: Vec<(IpAddr, ServiceKey)>,
 }
 
 impl Actions {
@@ -124,7 +130,30 @@ pub struct Core {
     fenced_since: Option<Instant>,
     /// Our fence reopened without a renewal: take nothing new until one.
     rejoin_awaits_renewal: bool,
+    /// Services this node reported as refused (see [`Actions::refused`]),
+    /// so each is reported once, not at every decision.
+    refused: BTreeSet<ServiceKey>,
+    /// The operator's rules for cordoned and not-ready nodes.
+    node_rules: NodeRules,
+    /// Wall-clock time of the next decision (Ready grace is counted from
+    /// the Node's `lastTransitionTime`, a wall time, so that every speaker
+    /// agrees whenever it started).
+    wall: jiff::Timestamp,
+    /// VIPs we won while a live peer's Lease listed them: we wait for the
+    /// peer to withdraw and publish that, then announce at once.
+    awaiting_release: BTreeSet<IpAddr>,
+    /// VIPs that moved between us and a peer, with the peer and when: its
+    /// frames for the VIP within [`HANDOVER_ECHO`] are echoes of the
+    /// hand-over (a reply sent just before it withdrew, an announcement
+    /// crossing our withdrawal), not conflicts.
+    handovers: BTreeMap<IpAddr, (String, Instant)>,
 }
+
+/// How long after a hand-over frames from the other party are its echo:
+/// ARP replies in flight, a neighbour's retransmitted request answered
+/// twice. Far above a hand-over's few milliseconds, far below the one
+/// second within which a real conflict must be reported.
+pub const HANDOVER_ECHO: Duration = Duration::from_millis(500);
 
 /// What one decision wants announced and held, before it is compared with
 /// what is.
@@ -182,6 +211,11 @@ impl Core {
             last_renewal_failed: false,
             fenced_since: None,
             rejoin_awaits_renewal: false,
+            refused: BTreeSet::new(),
+            node_rules: NodeRules::default(),
+            wall: jiff::Timestamp::UNIX_EPOCH,
+            awaiting_release: BTreeSet::new(),
+            handovers: BTreeMap::new(),
         }
     }
 
@@ -190,6 +224,27 @@ impl Core {
     pub fn with_class(mut self, class: ClassFilter) -> Self {
         self.class = class;
         self
+    }
+
+    /// Judges cordoned and not-ready nodes by `rules`.
+    pub fn with_node_rules(mut self, rules: NodeRules) -> Self {
+        self.node_rules = rules;
+        self
+    }
+
+    /// Sets the wall-clock time the next decisions are made at (read by the
+    /// caller with the monotonic `now` it passes to [`Core::decide`]).
+    pub fn set_wall_clock(&mut self, at: jiff::Timestamp) {
+        self.wall = at;
+    }
+
+    /// The peer a frame for `vip` from `mac` comes from when it is the echo
+    /// of a hand-over between us and that peer within [`HANDOVER_ECHO`]
+    /// before `now`; `None` when it is a conflict to report.
+    pub fn handover_echo(&self, vip: IpAddr, mac: crate::l2::Mac, now: Instant) -> Option<&str> {
+        let (peer, at) = self.handovers.get(&vip)?;
+        let sender = self.index.node_with_mac(mac)?;
+        (sender == peer && now.saturating_duration_since(*at) <= HANDOVER_ECHO).then_some(sender)
     }
 
     /// Applies one input observed at local time `now`.
@@ -384,12 +439,18 @@ impl Core {
             .filter_map(|t| t.checked_add(self.takeover_delay))
             .filter(|t| *t > now)
             .min();
+        let grace = self
+            .node_rules
+            .next_grace_end(self.index.node_facts(), self.wall)
+            .and_then(|end| std::time::Duration::try_from(end.duration_since(self.wall)).ok())
+            .and_then(|left| now.checked_add(left));
         [
             self.index.next_expiry(now),
             fence,
             takeover,
             contested,
             stale,
+            grace,
         ]
         .into_iter()
         .flatten()
@@ -449,17 +510,20 @@ impl Core {
     /// the election changes seen.
     fn elect(&mut self, members: BTreeSet<String>, now: Instant, actions: &mut Actions) -> Wanted {
         let mut wanted = Wanted::default();
-        self.plan = eligibility(self.index.view(), self.class);
+        let wall = self.wall;
+        self.plan = eligibility(self.index.view(), self.class, &self.node_rules, wall);
         let mut owners = BTreeMap::new();
         let mut contested = BTreeMap::new();
+        let mut awaiting = BTreeSet::new();
+        let mut moved = Vec::new();
         for (vip, plan) in &self.plan {
-            let owner =
-                election::owner(*vip, eligible_members(plan, &members, None)).map(str::to_string);
+            let owner = self.owner_of(*vip, plan, &members);
             if self.decided_once && self.owners.get(vip).is_none_or(|o| *o != owner) {
                 actions.election_changes += 1;
+                moved.push((*vip, owner.clone()));
             }
             let mine = owner.as_deref() == Some(self.node.as_str());
-            if mine && self.may_announce(*vip, plan, &members, now, &mut contested) {
+            if mine && self.may_announce(*vip, plan, &members, now, &mut contested, &mut awaiting) {
                 // The owner was elected among `plan.nodes`, so ours is there.
                 if let Some(on) = plan.nodes.get(&self.node) {
                     self.place(*vip, plan, on, &mut wanted, actions);
@@ -477,16 +541,80 @@ impl Core {
                 .collect();
             wanted.co_owners.insert(svc.clone(), others);
         }
+        let mut refused = BTreeSet::new();
+        for (vip, plan) in self.plan.iter().filter(|(_, p)| !p.refused.is_empty()) {
+            if election::owner(*vip, members.iter().map(String::as_str)) != Some(&self.node) {
+                continue;
+            }
+            for svc in &plan.refused {
+                if !self.refused.contains(svc) {
+                    actions.refused.push((*vip, svc.clone()));
+                }
+                refused.insert(svc.clone());
+            }
+        }
+        self.refused = refused;
         // VIPs that left the plan had an owner and now have none.
         actions.election_changes += self
             .owners
             .iter()
             .filter(|(v, o)| o.is_some() && !owners.contains_key(*v))
             .count() as u64;
+        for (vip, owner) in moved {
+            self.note_handover(vip, owner.as_deref(), now);
+        }
         self.owners = owners;
         self.contested = contested;
+        self.awaiting_release = awaiting;
+        self.handovers
+            .retain(|_, (_, at)| now.saturating_duration_since(*at) <= HANDOVER_ECHO);
         self.decided_once = true;
         wanted
+    }
+
+    /// The owner of `vip` among `members`: the election's pick, or, for a
+    /// non-revertive VIP, the node that answers for it now if it is still an
+    /// eligible member (the election's pick among such nodes if, in a
+    /// hand-over, two do). Every speaker reads the same Leases, so all agree;
+    /// the state lives in the Leases, so it survives speaker restarts.
+    fn owner_of(&self, vip: IpAddr, plan: &VipPlan, members: &BTreeSet<String>) -> Option<String> {
+        let eligible = || eligible_members(plan, members, None);
+        if plan.non_revertive {
+            let current = eligible().filter(|n| self.answers_for(n, vip));
+            if let Some(owner) = election::owner(vip, current) {
+                return Some(owner.to_string());
+            }
+        }
+        election::owner(vip, eligible()).map(str::to_string)
+    }
+
+    /// Whether `node` answers for `vip`: for us, what the dataplane was
+    /// told; for a peer, what its Lease publishes.
+    fn answers_for(&self, node: &str, vip: IpAddr) -> bool {
+        if node == self.node {
+            return self.announced.contains_key(&vip);
+        }
+        self.index
+            .published_announced(node)
+            .is_some_and(|a| a.contains(&vip))
+    }
+
+    /// Records a move of `vip` between us and a peer (see `handovers`).
+    fn note_handover(&mut self, vip: IpAddr, new_owner: Option<&str>, now: Instant) {
+        let old_owner = self.owners.get(&vip).cloned().flatten();
+        let peer = match (old_owner.as_deref(), new_owner) {
+            (Some(old), Some(new)) if old == self.node && new != self.node => new,
+            (Some(old), Some(new)) if new == self.node && old != self.node => old,
+            _ => return,
+        };
+        self.handovers.insert(vip, (peer.to_string(), now));
+    }
+
+    /// Whether a live member other than us lists `vip` in its Lease.
+    fn a_peer_answers(&self, vip: IpAddr, members: &BTreeSet<String>) -> bool {
+        members
+            .iter()
+            .any(|m| *m != self.node && self.answers_for(m, vip))
     }
 
     /// Whether every node is cut from the API as far as the fast path can
@@ -537,11 +665,14 @@ impl Core {
     /// must first give the peer that had it time to withdraw. Records VIPs
     /// still waiting in `contested`.
     ///
-    /// A VIP we announce already stays. A new one waits while any of these
-    /// holds:
-    /// - eligibility moved it to us from a peer that is still live, less
-    ///   than the takeover delay ago (the peer withdraws when its own watch
-    ///   shows the change);
+    /// A VIP we announce already stays. A new one waits while a live peer's
+    /// Lease lists it (the coordinated hand-over: the peer withdraws, then
+    /// publishes), and is announced at once when such a listing goes away,
+    /// unless our view of the peers may predate a rejoin. Otherwise it waits
+    /// while any of these holds:
+    /// - eligibility moved it to us from a peer that is still live and does
+    ///   not publish what it announces, less than the takeover delay ago
+    ///   (the peer withdraws when its own watch shows the change);
     /// - we rejoined after being fenced and the lease watch has not
     ///   delivered since (our view of the peers may predate the cut);
     /// - we (re)joined less than the takeover delay ago and a live peer
@@ -554,19 +685,30 @@ impl Core {
         members: &BTreeSet<String>,
         now: Instant,
         contested: &mut BTreeMap<IpAddr, Instant>,
+        awaiting: &mut BTreeSet<IpAddr>,
     ) -> bool {
         if self.announced.contains_key(&vip) {
             return true;
         }
-        if let Some(since) = self.moved_from_a_live_peer(vip, members, now)
+        if self.a_peer_answers(vip, members) {
+            awaiting.insert(vip);
+            return false;
+        }
+        if self.rejoin_awaits_renewal || self.lease_view_predates_rejoin() {
+            return false;
+        }
+        if self.awaiting_release.contains(&vip) {
+            // The peer we waited for withdrew and said so (or died, which
+            // the fast path and the Lease only declare once it is fenced).
+            return true;
+        }
+        if let Some((since, from)) = self.moved_from_a_live_peer(vip, members, now)
+            && from.is_none_or(|p| self.index.published_announced(p).is_none())
             && since
                 .checked_add(self.takeover_delay)
                 .is_some_and(|t| now < t)
         {
             contested.insert(vip, since);
-            return false;
-        }
-        if self.rejoin_awaits_renewal || self.lease_view_predates_rejoin() {
             return false;
         }
         let holding_off = self.rejoin_hold_off_end().is_some_and(|t| now < t);
@@ -576,22 +718,23 @@ impl Core {
     }
 
     /// Since when `vip` has been moving to us from a peer that is still live
-    /// (`now` if it starts moving now), or `None` when it is not.
+    /// (`now` if it starts moving now), and from which peer when that is
+    /// known (the previous decision's owner), or `None` when it is not.
     fn moved_from_a_live_peer(
         &self,
         vip: IpAddr,
         members: &BTreeSet<String>,
         now: Instant,
-    ) -> Option<Instant> {
-        if let Some(since) = self.contested.get(&vip) {
-            return Some(*since);
-        }
-        self.owners
+    ) -> Option<(Instant, Option<&str>)> {
+        let previous = self
+            .owners
             .get(&vip)
-            .cloned()
-            .flatten()
-            .is_some_and(|p| p != self.node && members.contains(&p))
-            .then_some(now)
+            .and_then(|o| o.as_deref())
+            .filter(|p| *p != self.node && members.contains(*p));
+        if let Some(since) = self.contested.get(&vip) {
+            return Some((*since, previous));
+        }
+        previous.map(|p| (now, Some(p)))
     }
 
     /// Whether we rejoined after being fenced and the lease watch has not
@@ -694,6 +837,7 @@ mod tests {
     use crate::api::EXCLUDE_LB_LABEL;
     use crate::fixtures;
     use crate::speaker::eligibility::INTERFACES_ANNOTATION;
+    use crate::speaker::published::{ANNOUNCED_ANNOTATION, MACS_ANNOTATION, join};
     use k8s_openapi::api::coordination::v1::Lease;
     use k8s_openapi::api::core::v1::Node;
     use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -1409,6 +1553,332 @@ mod tests {
             .collect();
         assert!(!want.is_empty());
         assert_eq!(taken, want);
+    }
+
+    /// A Lease for `node` renewed at `hms`, publishing that it answers
+    /// for `vips` with MAC 02:00:00:00:00:0N (N from its name).
+    fn publishing(node: &str, hms: &str, vips: &[IpAddr]) -> Lease {
+        let n = node.bytes().last().unwrap() - b'a' + 1;
+        fixtures::lease(node, node, &format!("2026-01-01T{hms}Z"))
+            .annotate(ANNOUNCED_ANNOTATION, &join(vips))
+            .annotate(MACS_ANNOTATION, &format!("02:00:00:00:00:0{n}"))
+            .build()
+    }
+
+    /// The VIPs `node` owns when the members are `among`.
+    fn owned_by(node: &str, among: &[&str]) -> Vec<IpAddr> {
+        vips()
+            .into_iter()
+            .filter(|v| owner_of(*v, among) == node)
+            .collect()
+    }
+
+    #[test]
+    fn a_returning_node_takes_its_vips_when_their_holders_publish_the_withdrawal() {
+        // node-a was away; node-b and node-c hold its VIPs and say so. It
+        // waits for them, however long the takeover delay, and announces
+        // each VIP the moment its holder's Lease stops listing it.
+        let t0 = Instant::now();
+        let delay = Duration::from_secs(10);
+        let mut a = core_delayed("node-a", t0, delay);
+        let held_by = |n: &str| owned_by(n, &["node-b", "node-c"]);
+        let ours = owned_by("node-a", &NODES);
+        for n in ["node-b", "node-c"] {
+            a.apply(
+                Input::Lease(Change::Apply(publishing(n, "00:00:01", &held_by(n)))),
+                t0,
+            );
+        }
+        a.apply(Input::Renewed { sent_at: t0 }, t0);
+        assert!(a.decide(t0).announce.is_empty(), "peers still answer");
+        let t1 = t0 + Duration::from_millis(15);
+        let b_keeps: Vec<IpAddr> = held_by("node-b")
+            .into_iter()
+            .filter(|v| !ours.contains(v))
+            .collect();
+        a.apply(
+            Input::Lease(Change::Apply(publishing("node-b", "00:00:02", &b_keeps))),
+            t1,
+        );
+        let from_b: BTreeSet<IpAddr> = a.decide(t1).announce.into_iter().map(|(v, _)| v).collect();
+        let expected: BTreeSet<IpAddr> = held_by("node-b")
+            .into_iter()
+            .filter(|v| ours.contains(v))
+            .collect();
+        assert!(
+            !expected.is_empty(),
+            "the fixture moves VIPs back from node-b"
+        );
+        assert_eq!(from_b, expected, "at once, long before the delay");
+        let c_keeps: Vec<IpAddr> = held_by("node-c")
+            .into_iter()
+            .filter(|v| !ours.contains(v))
+            .collect();
+        a.apply(
+            Input::Lease(Change::Apply(publishing("node-c", "00:00:02", &c_keeps))),
+            t1,
+        );
+        a.decide(t1);
+        assert_eq!(a.announced().len(), ours.len());
+    }
+
+    #[test]
+    fn a_claim_by_a_dead_peer_is_ignored_and_an_unpublished_one_waits_the_delay() {
+        let t0 = Instant::now();
+        let delay = Duration::from_millis(300);
+        let ours = owned_by("node-a", &NODES);
+        // node-b lists everything but its Lease is gone: it is not a member.
+        let mut a = core_delayed("node-a", t0, delay);
+        a.apply(
+            Input::Lease(Change::Apply(publishing("node-c", "00:00:01", &[]))),
+            t0,
+        );
+        a.apply(
+            Input::Lease(Change::Delete(lease("node-b", "node-b", ""))),
+            t0,
+        );
+        a.apply(Input::Renewed { sent_at: t0 }, t0);
+        // Unowned VIPs still wait the rejoin delay: a peer's listing may lag
+        // its dataplane by a write.
+        assert!(a.decide(t0).announce.is_empty());
+        a.decide(t0 + delay);
+        assert_eq!(
+            a.announced().len(),
+            owned_by("node-a", &["node-a", "node-c"]).len()
+        );
+        assert!(a.announced().len() >= ours.len());
+    }
+
+    #[test]
+    fn a_cordoned_owner_hands_over_when_it_publishes_the_withdrawal_in_either_order() {
+        let t0 = Instant::now();
+        let timing = Timing {
+            takeover_delay: Duration::from_secs(2),
+            ..TIMING
+        };
+        let from_a = owned_by("node-a", &NODES);
+        let to_b: BTreeSet<IpAddr> = from_a
+            .iter()
+            .copied()
+            .filter(|v| owner_of(*v, &["node-b", "node-c"]) == "node-b")
+            .collect();
+        let cordoned: Node = fixtures::node("node-a")
+            .spec(json!({"unschedulable": true}))
+            .build();
+        let start = |t: Instant| {
+            let mut b = core_with("node-b", t0, timing);
+            b.apply(
+                Input::Lease(Change::Apply(publishing("node-a", "00:00:01", &from_a))),
+                t0,
+            );
+            b.apply(Input::Renewed { sent_at: t0 }, t0);
+            b.decide(t0 + Duration::from_secs(2));
+            let had = b.announced().len();
+            (b, had, t)
+        };
+        let announced = |b: &mut Core, t: Instant| -> BTreeSet<IpAddr> {
+            b.decide(t).announce.into_iter().map(|(v, _)| v).collect()
+        };
+        // The Node change first: node-a still answers, so node-b waits.
+        let (mut b, had, t1) = start(t0 + Duration::from_millis(2100));
+        b.apply(Input::Node(Change::Apply(cordoned.clone())), t1);
+        assert!(announced(&mut b, t1).is_empty(), "node-a still answers");
+        let t2 = t1 + Duration::from_millis(12);
+        b.apply(
+            Input::Lease(Change::Apply(publishing("node-a", "00:00:02", &[]))),
+            t2,
+        );
+        assert_eq!(announced(&mut b, t2), to_b);
+        assert_eq!(b.announced().len(), had + to_b.len());
+        // node-a's withdrawal first: node-b takes them with the Node change.
+        let (mut b, _, t1) = start(t0 + Duration::from_millis(2100));
+        b.apply(
+            Input::Lease(Change::Apply(publishing("node-a", "00:00:02", &[]))),
+            t1,
+        );
+        assert!(
+            announced(&mut b, t1).is_empty(),
+            "node-a still the owner here"
+        );
+        b.apply(Input::Node(Change::Apply(cordoned)), t1);
+        assert_eq!(announced(&mut b, t1), to_b);
+    }
+
+    #[test]
+    fn non_revertive_vips_stay_on_their_holder_for_every_speaker_and_after_restarts() {
+        let t0 = Instant::now();
+        let sticky: crate::api::L2Advertisement = fixtures::advertisement("all")
+            .spec(json!({"nonRevertive": true}))
+            .build();
+        let held_by = |n: &str| owned_by(n, &["node-b", "node-c"]);
+        let ours = owned_by("node-a", &NODES);
+        // Any speaker, fresh (a restart) or not, reads the same Leases.
+        for me in NODES {
+            let mut c = core(me, t0);
+            c.apply(
+                Input::Advertisement(Change::Resync(vec![sticky.clone()])),
+                t0,
+            );
+            for n in ["node-b", "node-c"].into_iter().filter(|n| *n != me) {
+                c.apply(
+                    Input::Lease(Change::Apply(publishing(n, "00:00:01", &held_by(n)))),
+                    t0,
+                );
+            }
+            if me != "node-a" {
+                // As the holder it had announced them before node-a returned.
+                let mut lone = core(me, t0);
+                lone.apply(
+                    Input::Advertisement(Change::Resync(vec![sticky.clone()])),
+                    t0,
+                );
+                c = lone;
+                c.apply(
+                    Input::Lease(Change::Delete(lease("node-a", "node-a", ""))),
+                    t0,
+                );
+                let other = if me == "node-b" { "node-c" } else { "node-b" };
+                c.apply(
+                    Input::Lease(Change::Apply(publishing(
+                        other,
+                        "00:00:01",
+                        &held_by(other),
+                    ))),
+                    t0,
+                );
+                c.apply(Input::Renewed { sent_at: t0 }, t0);
+                c.decide(t0);
+                assert_eq!(
+                    c.announced().len(),
+                    held_by(me).len(),
+                    "{me} holds its share"
+                );
+                c.apply(
+                    Input::Lease(Change::Apply(lease(
+                        "node-a",
+                        "node-a",
+                        "2026-01-01T00:00:05Z",
+                    ))),
+                    t0,
+                );
+            }
+            c.apply(Input::Renewed { sent_at: t0 }, t0);
+            let t1 = t0 + Duration::from_secs(1);
+            let a = c.decide(t1);
+            assert!(a.withdraw.is_empty(), "{me}: nothing moves back to node-a");
+            if me == "node-a" {
+                assert!(c.announced().is_empty(), "node-a takes nothing back");
+            } else {
+                assert_eq!(
+                    c.announced().len(),
+                    held_by(me).len(),
+                    "{me} keeps its share"
+                );
+            }
+        }
+        assert!(!ours.is_empty());
+        // Revertive (the default): node-a's VIPs go back to it.
+        let mut b = core("node-b", t0);
+        b.apply(
+            Input::Lease(Change::Delete(lease("node-a", "node-a", ""))),
+            t0,
+        );
+        b.apply(Input::Renewed { sent_at: t0 }, t0);
+        b.decide(t0);
+        b.apply(
+            Input::Lease(Change::Apply(lease(
+                "node-a",
+                "node-a",
+                "2026-01-01T00:00:05Z",
+            ))),
+            t0,
+        );
+        let back = b.decide(t0 + Duration::from_secs(1)).withdraw.len();
+        assert!(
+            back > 0
+                && back
+                    == held_by("node-b")
+                        .iter()
+                        .filter(|v| ours.contains(v))
+                        .count()
+        );
+    }
+
+    #[test]
+    fn a_refused_shared_service_is_reported_once_by_one_speaker() {
+        let t0 = Instant::now();
+        let selective: crate::api::L2Advertisement = fixtures::advertisement("all")
+            .spec(json!({"serviceSelectors": [{"matchLabels": {"app": "web"}}]}))
+            .build();
+        let shared: Service = fixtures::service("s0")
+            .ingress(&["198.18.0.1"])
+            .labels(json!({"app": "web"}))
+            .annotate("metallb.io/allow-shared-ip", "k")
+            .build();
+        let mut reporters = Vec::new();
+        for me in NODES {
+            let mut c = core(me, t0);
+            c.apply(
+                Input::Advertisement(Change::Resync(vec![selective.clone()])),
+                t0,
+            );
+            c.apply(Input::Service(Change::Apply(shared.clone())), t0);
+            c.apply(Input::Renewed { sent_at: t0 }, t0);
+            let first = c.decide(t0);
+            assert!(
+                first
+                    .announce
+                    .iter()
+                    .all(|(v, _)| v.to_string() != "198.18.0.1")
+            );
+            if !first.refused.is_empty() {
+                assert_eq!(first.refused.len(), 1);
+                reporters.push(me);
+            }
+            assert!(c.decide(t0).refused.is_empty(), "reported once");
+        }
+        assert_eq!(reporters.len(), 1, "one speaker reports: {reporters:?}");
+    }
+
+    #[test]
+    fn frames_from_the_peer_of_a_hand_over_are_echoes_only_within_the_window() {
+        let t0 = Instant::now();
+        let from_a = owned_by("node-a", &NODES);
+        let vip = *from_a
+            .iter()
+            .find(|v| owner_of(**v, &["node-b", "node-c"]) == "node-b")
+            .unwrap();
+        let mut b = core("node-b", t0);
+        b.apply(
+            Input::Lease(Change::Apply(publishing("node-a", "00:00:01", &from_a))),
+            t0,
+        );
+        b.apply(
+            Input::Lease(Change::Apply(publishing("node-c", "00:00:01", &[]))),
+            t0,
+        );
+        b.apply(Input::Renewed { sent_at: t0 }, t0);
+        b.decide(t0);
+        let mac_a: crate::l2::Mac = "02:00:00:00:00:01".parse().unwrap();
+        let mac_c: crate::l2::Mac = "02:00:00:00:00:03".parse().unwrap();
+        let stranger: crate::l2::Mac = "02:99:00:00:00:01".parse().unwrap();
+        assert_eq!(b.handover_echo(vip, mac_a, t0), None, "no hand-over yet");
+        // node-a leaves (excluded): the VIP moves from it to us.
+        let t1 = t0 + Duration::from_secs(1);
+        let excluded: Node = fixtures::node("node-a")
+            .labels(json!({EXCLUDE_LB_LABEL: ""}))
+            .build();
+        b.apply(Input::Node(Change::Apply(excluded)), t1);
+        b.apply(
+            Input::Lease(Change::Apply(publishing("node-a", "00:00:02", &[]))),
+            t1,
+        );
+        assert!(b.decide(t1).announce.iter().any(|(v, _)| *v == vip));
+        let t2 = t1 + Duration::from_millis(40);
+        assert_eq!(b.handover_echo(vip, mac_a, t2), Some("node-a"));
+        assert_eq!(b.handover_echo(vip, mac_c, t2), None, "another speaker");
+        assert_eq!(b.handover_echo(vip, stranger, t2), None, "not a speaker");
+        assert_eq!(b.handover_echo(vip, mac_a, t1 + HANDOVER_ECHO * 2), None);
     }
 
     #[test]

@@ -24,12 +24,16 @@ use std::net::IpAddr;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
+use crate::api::annotations::has_sharing_annotation;
 use crate::api::{EXCLUDE_LB_LABEL, IPAddressPool, L2Advertisement};
 use crate::labels::Labels;
 use crate::model::{ClassFilter, CompiledAd, PoolIndex, ingress_ips};
 
 /// Lease annotation where a speaker publishes its interface names (comma-separated).
 pub const INTERFACES_ANNOTATION: &str = "l2lb.io/interfaces";
+/// The taint `kubectl cordon` implies (the node lifecycle controller adds
+/// it for `spec.unschedulable`; operators also set it by hand).
+pub const UNSCHEDULABLE_TAINT: &str = "node.kubernetes.io/unschedulable";
 /// EndpointSlice label naming the Service the slice belongs to.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
@@ -44,6 +48,12 @@ pub struct NodeFacts {
     pub ready: bool,
     /// The `NetworkUnavailable` condition is `True`.
     pub network_unavailable: bool,
+    /// When the `Ready` condition last left `True` (its `lastTransitionTime`)
+    /// while it is not `True`; `None` when ready or when the Node gives no
+    /// time (then the node counts as not ready for long).
+    pub not_ready_since: Option<jiff::Timestamp>,
+    /// Cordoned: `spec.unschedulable` or the [`UNSCHEDULABLE_TAINT`] taint.
+    pub cordoned: bool,
     /// Interface names the node's speaker published; `None` = unknown, assume any.
     pub interfaces: Option<BTreeSet<String>>,
     /// The Node's `InternalIP` addresses (its speaker's default interface
@@ -64,10 +74,24 @@ impl NodeFacts {
                 .iter()
                 .any(|c| c.type_ == t && c.status == "True")
         };
+        let ready = is_true("Ready");
+        let spec = node.spec.as_ref();
         Self {
             labels: node.metadata.labels.clone().unwrap_or_default(),
-            ready: is_true("Ready"),
+            ready,
             network_unavailable: is_true("NetworkUnavailable"),
+            not_ready_since: conditions
+                .iter()
+                .filter(|_| !ready)
+                .find(|c| c.type_ == "Ready")
+                .and_then(|c| c.last_transition_time.as_ref())
+                .map(|t| t.0),
+            cordoned: spec.and_then(|s| s.unschedulable) == Some(true)
+                || spec
+                    .and_then(|s| s.taints.as_deref())
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|t| t.key == UNSCHEDULABLE_TAINT),
             interfaces: None,
             internal_ips: node
                 .status
@@ -89,6 +113,60 @@ impl NodeFacts {
             .filter(|s| !s.is_empty())
             .map(str::to_string)
             .collect()
+    }
+}
+
+/// The operator's rules for nodes in maintenance or trouble (speaker flags).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeRules {
+    /// Cordoned nodes are not eligible (unless an advertisement sets
+    /// `announceFromCordonedNodes`), so `kubectl drain` moves VIPs before
+    /// it evicts anything.
+    pub drain_cordoned: bool,
+    /// How long a node may be not `Ready` and stay eligible. Counted from
+    /// the condition's `lastTransitionTime`, so every speaker agrees
+    /// (to within clock skew) whatever its own start time.
+    pub not_ready_grace: std::time::Duration,
+}
+
+impl Default for NodeRules {
+    fn default() -> Self {
+        Self {
+            drain_cordoned: true,
+            not_ready_grace: std::time::Duration::ZERO,
+        }
+    }
+}
+
+impl NodeRules {
+    /// Whether a node with `facts` may announce anything at wall time `at`.
+    fn usable(&self, facts: &NodeFacts, at: jiff::Timestamp) -> bool {
+        let ready_enough = facts.ready
+            || facts
+                .not_ready_since
+                .is_some_and(|since| self.grace_end(since).is_some_and(|end| at < end));
+        ready_enough && !facts.network_unavailable && !facts.labels.contains_key(EXCLUDE_LB_LABEL)
+    }
+
+    /// When a node not ready since `since` stops being eligible.
+    fn grace_end(&self, since: jiff::Timestamp) -> Option<jiff::Timestamp> {
+        let grace = jiff::SignedDuration::try_from(self.not_ready_grace).ok()?;
+        since.checked_add(grace).ok()
+    }
+
+    /// The next wall time after `at` at which a node's grace ends (the
+    /// plan changes with no watch event), if any.
+    pub fn next_grace_end(
+        &self,
+        nodes: &BTreeMap<String, NodeFacts>,
+        at: jiff::Timestamp,
+    ) -> Option<jiff::Timestamp> {
+        nodes
+            .values()
+            .filter(|f| !f.ready)
+            .filter_map(|f| self.grace_end(f.not_ready_since?))
+            .filter(|end| *end > at)
+            .min()
     }
 }
 
@@ -136,12 +214,26 @@ pub struct VipPlan {
     pub services: BTreeSet<ServiceKey>,
     /// Eligible nodes and where each would announce.
     pub nodes: BTreeMap<String, AnnounceOn>,
+    /// Services on this VIP that are not announced because they carry
+    /// `allow-shared-ip` and an advertisement matching them has
+    /// `serviceSelectors` (MetalLB refuses the combination: which Services
+    /// share the IP would decide which advertisements apply to it).
+    pub refused: BTreeSet<ServiceKey>,
+    /// An advertisement announcing it is `nonRevertive`: the VIP stays on
+    /// its current owner while that one remains eligible and live.
+    pub non_revertive: bool,
 }
 
 /// The eligibility of every announceable VIP of the Services `class`
-/// admits. VIPs with no eligible node are present with an empty `nodes`
-/// map, so callers can report them.
-pub fn eligibility(view: &ClusterView, class: ClassFilter) -> BTreeMap<IpAddr, VipPlan> {
+/// admits, judging nodes by `rules` at wall time `at`. VIPs with no
+/// eligible node are present with an empty `nodes` map, so callers can
+/// report them.
+pub fn eligibility(
+    view: &ClusterView,
+    class: ClassFilter,
+    rules: &NodeRules,
+    at: jiff::Timestamp,
+) -> BTreeMap<IpAddr, VipPlan> {
     let ads = CompiledAd::compile_all(view.advertisements.values());
     let endpoints = usable_endpoints(view);
     let pools = PoolIndex::new(view.pools.values());
@@ -160,20 +252,39 @@ pub fn eligibility(view: &ClusterView, class: ClassFilter) -> BTreeMap<IpAddr, V
             .and_then(|s| s.external_traffic_policy.as_deref())
             == Some("Local");
         let svc_labels = svc.metadata.labels.clone().unwrap_or_default();
+        let shares_ip = svc
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(has_sharing_annotation);
         for vip in ingress_ips(svc) {
             let Some(pool) = pool_of(view, &pools, vip) else {
                 continue;
             };
             let pool_labels = pool.metadata.labels.clone().unwrap_or_default();
             let pool_name = pool.metadata.name.as_deref().unwrap_or_default();
+            let matching: Vec<&CompiledAd> = ads
+                .iter()
+                .filter(|a| {
+                    a.selects_pool(pool_name, &pool_labels) && a.selects_service(&svc_labels)
+                })
+                .collect();
+            if matching.is_empty() {
+                continue;
+            }
+            if shares_ip && matching.iter().any(|a| a.has_service_selectors()) {
+                out.entry(vip).or_default().refused.insert(key.clone());
+                continue;
+            }
             let mut nodes: BTreeMap<String, AnnounceOn> = BTreeMap::new();
-            let mut advertised = false;
-            for ad in ads.iter().filter(|a| {
-                a.selects_pool(pool_name, &pool_labels) && a.selects_service(&svc_labels)
-            }) {
-                advertised = true;
+            let mut sticky = false;
+            for ad in matching {
+                sticky |= ad.non_revertive();
                 for (node, facts) in &view.nodes {
-                    if !node_usable(facts) || (local && !endpoint_nodes.contains(node)) {
+                    if !rules.usable(facts, at) || (local && !endpoint_nodes.contains(node)) {
+                        continue;
+                    }
+                    if facts.cordoned && rules.drain_cordoned && !ad.announces_from_cordoned() {
                         continue;
                     }
                     if let Some(on) = announce_on(ad, facts) {
@@ -181,10 +292,8 @@ pub fn eligibility(view: &ClusterView, class: ClassFilter) -> BTreeMap<IpAddr, V
                     }
                 }
             }
-            if !advertised {
-                continue;
-            }
             let plan = out.entry(vip).or_default();
+            plan.non_revertive |= sticky;
             if plan.services.is_empty() {
                 plan.nodes = nodes;
             } else {
@@ -202,11 +311,6 @@ pub fn eligibility(view: &ClusterView, class: ClassFilter) -> BTreeMap<IpAddr, V
         }
     }
     out
-}
-
-/// A node may announce anything at all.
-fn node_usable(facts: &NodeFacts) -> bool {
-    facts.ready && !facts.network_unavailable && !facts.labels.contains_key(EXCLUDE_LB_LABEL)
 }
 
 /// The pool a VIP belongs to, by the rule the controller allocates by
@@ -287,12 +391,22 @@ mod tests {
     use crate::api::LOAD_BALANCER_CLASS;
     use crate::fixtures;
     use serde_json::json;
+    use std::time::Duration;
 
     fn key(ns: &str, name: &str) -> ServiceKey {
         ServiceKey {
             namespace: ns.into(),
             name: name.into(),
         }
+    }
+
+    /// Wall time the tests judge Ready grace at.
+    fn t0() -> jiff::Timestamp {
+        "2026-12-04T12:00:00Z".parse().unwrap()
+    }
+
+    fn plan(v: &ClusterView, class: ClassFilter) -> BTreeMap<IpAddr, VipPlan> {
+        eligibility(v, class, &NodeRules::default(), t0())
     }
 
     fn ready_node(labels: &[(&str, &str)]) -> NodeFacts {
@@ -303,6 +417,8 @@ mod tests {
                 .collect(),
             ready: true,
             network_unavailable: false,
+            not_ready_since: None,
+            cordoned: false,
             interfaces: None,
             internal_ips: Vec::new(),
         }
@@ -362,7 +478,7 @@ mod tests {
     }
 
     fn eligible(v: &ClusterView) -> Vec<String> {
-        eligibility(v, ClassFilter::default())
+        plan(v, ClassFilter::default())
             .get(&vip())
             .map(|p| p.nodes.keys().cloned().collect())
             .unwrap_or_default()
@@ -370,7 +486,7 @@ mod tests {
 
     #[test]
     fn all_ready_nodes_eligible_on_default_interface() {
-        let plan = eligibility(&base(), ClassFilter::default());
+        let plan = plan(&base(), ClassFilter::default());
         let p = &plan[&vip()];
         assert_eq!(p.services, BTreeSet::from([key("default", "web")]));
         assert_eq!(p.nodes.len(), 3);
@@ -393,6 +509,91 @@ mod tests {
             .labels
             .insert(EXCLUDE_LB_LABEL.into(), "".into());
         assert!(eligible(&v).is_empty());
+    }
+
+    fn eligible_with(v: &ClusterView, rules: NodeRules, at: jiff::Timestamp) -> Vec<String> {
+        eligibility(v, ClassFilter::default(), &rules, at)
+            .get(&vip())
+            .map(|p| p.nodes.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn cordoned_nodes_hand_over_unless_the_flag_or_the_advertisement_keeps_them() {
+        let mut v = base();
+        v.nodes.get_mut("node-a").unwrap().cordoned = true;
+        assert_eq!(eligible(&v), ["node-b", "node-c"]);
+        let keep = NodeRules {
+            drain_cordoned: false,
+            ..NodeRules::default()
+        };
+        assert_eq!(eligible_with(&v, keep, t0()).len(), 3, "speaker flag off");
+        v.advertisements.insert(
+            "all".into(),
+            ad("all", json!({"announceFromCordonedNodes": true})),
+        );
+        assert_eq!(eligible(&v).len(), 3, "advertisement keeps cordoned nodes");
+        // Another advertisement of the same pool without the field does
+        // not make node-a ineligible through the first one.
+        v.advertisements
+            .insert("strict".into(), ad("strict", json!({})));
+        assert_eq!(eligible(&v).len(), 3);
+    }
+
+    #[test]
+    fn a_not_ready_node_stays_eligible_for_the_grace_counted_from_the_transition() {
+        let mut v = base();
+        let since = t0() - jiff::SignedDuration::from_secs(5);
+        {
+            let a = v.nodes.get_mut("node-a").unwrap();
+            a.ready = false;
+            a.not_ready_since = Some(since);
+        }
+        let rules = NodeRules {
+            not_ready_grace: Duration::from_secs(10),
+            ..NodeRules::default()
+        };
+        assert_eq!(
+            eligible_with(&v, rules, t0()).len(),
+            3,
+            "5 s into a 10 s grace"
+        );
+        let later = t0() + jiff::SignedDuration::from_secs(5);
+        assert_eq!(eligible_with(&v, rules, later), ["node-b", "node-c"]);
+        assert_eq!(
+            rules.next_grace_end(&v.nodes, t0()),
+            Some(since + jiff::SignedDuration::from_secs(10))
+        );
+        assert_eq!(rules.next_grace_end(&v.nodes, later), None);
+        assert_eq!(eligible(&v), ["node-b", "node-c"], "no grace by default");
+        v.nodes.get_mut("node-a").unwrap().not_ready_since = None;
+        assert_eq!(
+            eligible_with(&v, rules, t0()),
+            ["node-b", "node-c"],
+            "no transition time: not ready for long"
+        );
+    }
+
+    #[test]
+    fn node_facts_see_cordon_and_the_not_ready_transition() {
+        let node = |v: serde_json::Value| NodeFacts::from_node(&serde_json::from_value(v).unwrap());
+        let cordoned = node(json!({"metadata": {"name": "n"}, "spec": {"unschedulable": true}}));
+        assert!(cordoned.cordoned);
+        let tainted = node(json!({"metadata": {"name": "n"}, "spec": {"taints": [
+            {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}]}}));
+        assert!(tainted.cordoned);
+        let other = node(
+            json!({"metadata": {"name": "n"}, "spec": {"unschedulable": false,
+            "taints": [{"key": "dedicated", "effect": "NoSchedule"}]}}),
+        );
+        assert!(!other.cordoned);
+        let t = "2026-12-04T11:59:00Z";
+        let not_ready = node(json!({"metadata": {"name": "n"}, "status": {"conditions": [
+            {"type": "Ready", "status": "Unknown", "lastTransitionTime": t}]}}));
+        assert_eq!(not_ready.not_ready_since, Some(t.parse().unwrap()));
+        let ready = node(json!({"metadata": {"name": "n"}, "status": {"conditions": [
+            {"type": "Ready", "status": "True", "lastTransitionTime": t}]}}));
+        assert_eq!(ready.not_ready_since, None);
     }
 
     #[test]
@@ -447,7 +648,7 @@ mod tests {
             ad("all", json!({"ipAddressPools": ["other"]})),
         );
         assert!(
-            eligibility(&v, ClassFilter::default()).is_empty(),
+            plan(&v, ClassFilter::default()).is_empty(),
             "pool not advertised"
         );
         v.advertisements
@@ -460,7 +661,7 @@ mod tests {
                 json!({"ipAddressPoolSelectors": [{"matchLabels": {"tier": "silver"}}]}),
             ),
         );
-        assert!(eligibility(&v, ClassFilter::default()).is_empty());
+        assert!(plan(&v, ClassFilter::default()).is_empty());
         v.advertisements.insert(
             "all".into(),
             ad(
@@ -471,7 +672,7 @@ mod tests {
         assert_eq!(eligible(&v).len(), 3);
         v.advertisements.clear();
         assert!(
-            eligibility(&v, ClassFilter::default()).is_empty(),
+            plan(&v, ClassFilter::default()).is_empty(),
             "no advertisement, nothing announced"
         );
     }
@@ -486,7 +687,7 @@ mod tests {
                 json!({"serviceSelectors": [{"matchLabels": {"app": "db"}}]}),
             ),
         );
-        assert!(eligibility(&v, ClassFilter::default()).is_empty());
+        assert!(plan(&v, ClassFilter::default()).is_empty());
         v.advertisements.insert(
             "all".into(),
             ad(
@@ -511,7 +712,7 @@ mod tests {
             "b".into(),
             ad("b", json!({"nodeSelectors": [{"matchLabels": {"zone": "node-b"}}], "interfaces": ["eth1"]})),
         );
-        let plan = eligibility(&v, ClassFilter::default());
+        let plan = plan(&v, ClassFilter::default());
         let p = &plan[&vip()];
         assert!(p.nodes["node-a"].default_interface);
         assert_eq!(
@@ -533,7 +734,7 @@ mod tests {
         v.nodes.get_mut("node-b").unwrap().interfaces =
             Some(BTreeSet::from(["eth0".into(), "eth2".into()]));
         // node-c: unknown list, assumed to have them.
-        let plan = eligibility(&v, ClassFilter::default());
+        let plan = plan(&v, ClassFilter::default());
         let p = &plan[&vip()];
         assert!(!p.nodes.contains_key("node-a"));
         assert_eq!(
@@ -550,9 +751,9 @@ mod tests {
             ("default".into(), "web-1".into()),
             slice("web", "web-1", json!([{"addresses": ["10.0.0.1"], "nodeName": "node-a", "conditions": {"ready": false}}])),
         );
-        assert!(eligibility(&v, ClassFilter::default()).is_empty());
+        assert!(plan(&v, ClassFilter::default()).is_empty());
         v.endpoint_slices.clear();
-        assert!(eligibility(&v, ClassFilter::default()).is_empty());
+        assert!(plan(&v, ClassFilter::default()).is_empty());
         // Terminating but still serving counts.
         v.endpoint_slices.insert(
             ("default".into(), "web-1".into()),
@@ -586,7 +787,7 @@ mod tests {
                 json!([{"addresses": ["10.0.0.1"], "nodeName": "node-a"}]),
             ),
         );
-        assert!(eligibility(&v, ClassFilter::default()).is_empty());
+        assert!(plan(&v, ClassFilter::default()).is_empty());
     }
 
     #[test]
@@ -621,11 +822,11 @@ mod tests {
     fn other_classes_and_types_are_ignored() {
         let mut v = base();
         set_web(&mut v, json!({"loadBalancerClass": "other.io/lb"}));
-        assert!(eligibility(&v, ClassFilter::default()).is_empty());
+        assert!(plan(&v, ClassFilter::default()).is_empty());
         set_web(&mut v, json!({"loadBalancerClass": LOAD_BALANCER_CLASS}));
         assert_eq!(eligible(&v).len(), 3);
         set_web(&mut v, json!({"type": "ClusterIP"}));
-        assert!(eligibility(&v, ClassFilter::default()).is_empty());
+        assert!(plan(&v, ClassFilter::default()).is_empty());
     }
 
     #[test]
@@ -636,9 +837,9 @@ mod tests {
         let required = ClassFilter::new(true);
         let mut v = base();
         assert_eq!(eligible(&v).len(), 3, "classless: announced by default");
-        assert!(eligibility(&v, required).is_empty());
+        assert!(plan(&v, required).is_empty());
         set_web(&mut v, json!({"loadBalancerClass": LOAD_BALANCER_CLASS}));
-        assert_eq!(eligibility(&v, required).len(), 1);
+        assert_eq!(plan(&v, required).len(), 1);
     }
 
     #[test]
@@ -669,7 +870,7 @@ mod tests {
             .insert("all".into(), ad("all", json!({"ipAddressPools": ["q"]})));
         // By address the VIP belongs to p, which is not advertised; a
         // MetalLB-style pool annotation naming q changes nothing.
-        assert!(eligibility(&v, ClassFilter::default()).is_empty());
+        assert!(plan(&v, ClassFilter::default()).is_empty());
         v.services.insert(
             key("default", "web"),
             service(
@@ -678,14 +879,14 @@ mod tests {
                 json!({"metadata": {"annotations": {"metallb.io/ip-allocated-from-pool": "q"}}}),
             ),
         );
-        assert!(eligibility(&v, ClassFilter::default()).is_empty());
+        assert!(plan(&v, ClassFilter::default()).is_empty());
         // A VIP in no pool is not announced.
         v.services.insert(
             key("default", "web"),
             service("web", &["192.0.2.1"], json!({})),
         );
         v.advertisements.insert("all".into(), ad("all", json!({})));
-        assert!(eligibility(&v, ClassFilter::default()).is_empty());
+        assert!(plan(&v, ClassFilter::default()).is_empty());
     }
 
     #[test]
@@ -695,7 +896,7 @@ mod tests {
             key("default", "web"),
             service("web", &["198.18.0.10", "fd00:198:18::10"], json!({})),
         );
-        let plan = eligibility(&v, ClassFilter::default());
+        let plan = plan(&v, ClassFilter::default());
         assert_eq!(plan.len(), 2);
         assert!(plan.values().all(|p| p.nodes.len() == 3));
     }
@@ -719,10 +920,52 @@ mod tests {
                 json!([{"addresses": ["10.0.0.5"], "nodeName": "node-b"}]),
             ),
         );
-        let plan = eligibility(&v, ClassFilter::default());
+        let plan = plan(&v, ClassFilter::default());
         let p = &plan[&vip()];
         assert_eq!(p.services.len(), 2);
         assert_eq!(p.nodes.keys().collect::<Vec<_>>(), ["node-b"]);
+    }
+
+    /// MetalLB v0.16 (`ShouldAnnounce`): a Service with `allow-shared-ip`
+    /// under any prefix is not announced when any advertisement that
+    /// matches it has `serviceSelectors`; advertisements whose selectors do
+    /// not match it are not considered.
+    #[test]
+    fn allow_shared_ip_with_service_selectors_is_refused() {
+        let labelled = json!({"metadata": {"labels": {"app": "web"}}});
+        for prefix in crate::api::annotations::PREFIXES {
+            let mut v = base();
+            let shared = json!({"metadata": {
+                "labels": {"app": "web"},
+                "annotations": {format!("{prefix}allow-shared-ip"): "k"}
+            }});
+            let web = key("default", "web");
+            v.services
+                .insert(web.clone(), service("web", &["198.18.0.10"], shared));
+            assert_eq!(eligible(&v).len(), 3, "{prefix}: no selectors, announced");
+            v.advertisements.insert(
+                "other".into(),
+                ad(
+                    "other",
+                    json!({"serviceSelectors": [{"matchLabels": {"app": "db"}}]}),
+                ),
+            );
+            assert_eq!(eligible(&v).len(), 3, "{prefix}: a non-matching selector");
+            v.advertisements.insert(
+                "web".into(),
+                ad(
+                    "web",
+                    json!({"serviceSelectors": [{"matchLabels": {"app": "web"}}]}),
+                ),
+            );
+            let plan = plan(&v, ClassFilter::default());
+            let p = &plan[&vip()];
+            assert!(p.nodes.is_empty() && p.services.is_empty(), "{prefix}");
+            assert_eq!(p.refused, BTreeSet::from([web.clone()]));
+            v.services
+                .insert(web, service("web", &["198.18.0.10"], labelled.clone()));
+            assert_eq!(eligible(&v).len(), 3, "{prefix}: not shared, announced");
+        }
     }
 
     #[test]
@@ -732,7 +975,7 @@ mod tests {
             "all".into(),
             ad("all", json!({"nodeSelectors": [{"matchExpressions": [{"key": "k", "operator": "Bogus"}]}]})),
         );
-        assert!(eligibility(&v, ClassFilter::default()).is_empty());
+        assert!(plan(&v, ClassFilter::default()).is_empty());
     }
 
     #[test]

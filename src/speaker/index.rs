@@ -15,6 +15,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
 
 use super::eligibility::{ClusterView, INTERFACES_ANNOTATION, NodeFacts, ServiceKey};
+use super::published::{ANNOUNCED_ANNOTATION, MACS_ANNOTATION, parse_list};
 use crate::api::{IPAddressPool, L2Advertisement, SPEAKER_LEASE_PREFIX};
 use crate::election::{LeaseFingerprint, Liveness};
 
@@ -107,6 +108,11 @@ pub struct Index {
     lease_interfaces: BTreeMap<String, BTreeSet<String>>,
     /// Fast-path incarnations peers published in their leases.
     lease_incarnations: BTreeMap<String, u64>,
+    /// VIPs peers' leases say they answer for (absent: the peer does not
+    /// publish them).
+    lease_announced: BTreeMap<String, BTreeSet<IpAddr>>,
+    /// MACs peers' leases say they answer with.
+    lease_macs: BTreeMap<String, BTreeSet<crate::l2::Mac>>,
     /// Peer liveness from lease changes.
     liveness: Liveness,
     /// Which watchers have listed once.
@@ -145,6 +151,8 @@ impl Index {
             node_facts: BTreeMap::new(),
             lease_interfaces: BTreeMap::new(),
             lease_incarnations: BTreeMap::new(),
+            lease_announced: BTreeMap::new(),
+            lease_macs: BTreeMap::new(),
             liveness: Liveness::new(lease_duration),
             synced: Synced::default(),
             leases_listed_once: false,
@@ -235,8 +243,7 @@ impl Index {
             Change::Delete(l) => {
                 if let Some(node) = node_of(&l) {
                     self.liveness.remove(&node, now);
-                    self.lease_interfaces.remove(&node);
-                    self.lease_incarnations.remove(&node);
+                    self.forget_published(&node);
                 }
             }
             Change::Resync(all) => {
@@ -247,8 +254,7 @@ impl Index {
                 let known: Vec<String> = self.liveness.known().map(str::to_string).collect();
                 for gone in known.iter().filter(|n| !listed.contains_key(*n)) {
                     self.liveness.remove(gone, now);
-                    self.lease_interfaces.remove(gone);
-                    self.lease_incarnations.remove(gone);
+                    self.forget_published(gone);
                 }
                 for (node, l) in &listed {
                     self.observe_lease(node, l, now);
@@ -273,6 +279,22 @@ impl Index {
                 self.lease_incarnations.remove(node);
             }
         }
+        match lease.annotations().get(ANNOUNCED_ANNOTATION) {
+            Some(v) => {
+                self.lease_announced.insert(node.to_string(), parse_list(v));
+            }
+            None => {
+                self.lease_announced.remove(node);
+            }
+        }
+        match lease.annotations().get(MACS_ANNOTATION) {
+            Some(v) => {
+                self.lease_macs.insert(node.to_string(), parse_list(v));
+            }
+            None => {
+                self.lease_macs.remove(node);
+            }
+        }
         match lease.annotations().get(INTERFACES_ANNOTATION) {
             Some(v) => {
                 self.lease_interfaces
@@ -282,6 +304,32 @@ impl Index {
                 self.lease_interfaces.remove(node);
             }
         }
+    }
+
+    fn forget_published(&mut self, node: &str) {
+        self.lease_interfaces.remove(node);
+        self.lease_incarnations.remove(node);
+        self.lease_announced.remove(node);
+        self.lease_macs.remove(node);
+    }
+
+    /// Every Node's facts as watched (interfaces from Leases not merged in).
+    pub fn node_facts(&self) -> &BTreeMap<String, NodeFacts> {
+        &self.node_facts
+    }
+
+    /// The VIPs `node`'s Lease says it answers for; `None` when its Lease
+    /// does not publish them (an older speaker, or no Lease).
+    pub fn published_announced(&self, node: &str) -> Option<&BTreeSet<IpAddr>> {
+        self.lease_announced.get(node)
+    }
+
+    /// The node whose Lease publishes `mac`, if any.
+    pub fn node_with_mac(&self, mac: crate::l2::Mac) -> Option<&str> {
+        self.lease_macs
+            .iter()
+            .find(|(_, macs)| macs.contains(&mac))
+            .map(|(n, _)| n.as_str())
     }
 
     /// Whether every watcher has listed once and the lease view is not

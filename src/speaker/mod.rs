@@ -14,6 +14,7 @@ pub mod eligibility;
 mod index;
 pub mod lan;
 pub mod netinfo;
+pub mod published;
 mod status;
 mod tasks;
 
@@ -125,6 +126,19 @@ pub struct SpeakerArgs {
     /// a loaded node (a speaker starved of CPU for 3 intervals fences).
     #[arg(long, env = "L2LB_FASTPATH_INTERVAL", default_value = "50ms", value_parser = crate::flags::parse_duration)]
     pub fastpath_interval: Duration,
+    /// Hand the VIPs of cordoned nodes (`kubectl cordon`/`drain`,
+    /// `spec.unschedulable` or the `node.kubernetes.io/unschedulable` taint)
+    /// to other nodes before the drain evicts anything. An L2Advertisement
+    /// can also keep them with `announceFromCordonedNodes: true`.
+    #[arg(long, env = "L2LB_DRAIN_CORDONED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub drain_cordoned: bool,
+    /// How long a Node may be not `Ready` (kubelet stopped reporting, or
+    /// reports a problem) before its VIPs move, counted from the
+    /// condition's `lastTransitionTime`. The default moves them at once
+    /// (a hand-over costs a few ms); raise it to ride out kubelet blips.
+    /// A node that dies is replaced by the speakers' own detection anyway.
+    #[arg(long, env = "L2LB_NOT_READY_GRACE", default_value = "0s", value_parser = crate::flags::parse_duration)]
+    pub not_ready_grace: Duration,
 }
 
 /// The speaker's validated configuration.
@@ -164,6 +178,8 @@ pub struct SpeakerConfig {
     pub fastpath_key_file: Option<std::path::PathBuf>,
     /// The fast path's timers.
     pub fastpath: crate::fastpath::Config,
+    /// Rules for cordoned and not-ready nodes.
+    pub node_rules: eligibility::NodeRules,
 }
 
 /// Why the configuration is unusable.
@@ -219,6 +235,7 @@ impl SpeakerConfig {
             fastpath_keys: None,
             fastpath_key_file: None,
             fastpath: crate::fastpath::Config::default(),
+            node_rules: eligibility::NodeRules::default(),
         }
     }
 
@@ -304,6 +321,10 @@ impl TryFrom<SpeakerArgs> for SpeakerConfig {
             },
             fastpath_key_file: a.fastpath_key_file.clone(),
             fastpath: fastpath_config(a.fastpath_interval),
+            node_rules: eligibility::NodeRules {
+                drain_cordoned: a.drain_cordoned,
+                not_ready_grace: a.not_ready_grace,
+            },
         };
         c.fastpath
             .validate()
@@ -339,6 +360,12 @@ pub struct SpeakerMetrics {
     pub lease_renew_failures: Counter,
     /// 1 while the speaker is fenced (announcing nothing), else 0.
     pub fenced: Gauge,
+    /// Frames from another host for a VIP this node announces, other than
+    /// the echo of a hand-over: each is reported as an `ipConflict` Event.
+    pub ip_conflicts: Counter,
+    /// Frames for a VIP from the peer it was just handed to or taken from,
+    /// within the hand-over: expected, not conflicts.
+    pub handover_echoes: Counter,
     /// The LAN fast path's metrics.
     pub lan: lan::LanMetrics,
 }
@@ -351,6 +378,8 @@ impl Default for SpeakerMetrics {
             lease_renew_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
             lease_renew_failures: Counter::default(),
             fenced: Gauge::default(),
+            ip_conflicts: Counter::default(),
+            handover_echoes: Counter::default(),
             lan: lan::LanMetrics::default(),
         }
     }
@@ -385,6 +414,16 @@ impl SpeakerMetrics {
             "fenced",
             "1 while the speaker is fenced (lease or LAN) and announces nothing",
             self.fenced.clone(),
+        );
+        r.register(
+            "ip_conflicts",
+            "Frames from another host claiming a VIP this node announces (hand-over echoes excluded)",
+            self.ip_conflicts.clone(),
+        );
+        r.register(
+            "handover_echoes",
+            "Frames for a VIP from the peer it was just handed to or taken from (not conflicts)",
+            self.handover_echoes.clone(),
         );
         let f = r.sub_registry_with_prefix("fastpath");
         f.register(

@@ -96,6 +96,17 @@ pub fn links_usable(interfaces: &BTreeSet<String>, links: &[(String, bool)]) -> 
         .collect()
 }
 
+/// The MACs of those of `interfaces` that are present (published on our
+/// Lease so peers can tell our frames from a stranger's).
+pub fn macs(interfaces: &BTreeSet<String>) -> BTreeSet<crate::l2::Mac> {
+    pnet::datalink::interfaces()
+        .into_iter()
+        .filter(|i| interfaces.contains(&i.name))
+        .filter_map(|i| i.mac)
+        .map(|m| crate::l2::Mac([m.0, m.1, m.2, m.3, m.4, m.5]))
+        .collect()
+}
+
 /// Names of this network namespace's interfaces, except `lo`.
 pub fn interfaces() -> BTreeSet<String> {
     std::fs::read_dir("/sys/class/net")

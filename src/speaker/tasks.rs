@@ -50,11 +50,14 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::core::{Actions, Change, Core, Input};
 use super::eligibility::{INTERFACES_ANNOTATION, ServiceKey};
 use super::lan::{INCARNATION_ANNOTATION, Lan, LanConfig};
+use super::published::{ANNOUNCED_ANNOTATION, MACS_ANNOTATION, Published, join};
 use super::status::{self, StatusMsg};
 use super::{Announcer, IpConflict, SpeakerConfig, SpeakerError, netinfo};
 use crate::api::events::Reason;
 use crate::api::{IPAddressPool, L2Advertisement, SPEAKER_LEASE_PREFIX};
 
+/// How often one conflict (a VIP and a MAC) is logged and reported as an Event.
+const CONFLICT_REPORT_INTERVAL: Duration = Duration::from_secs(10);
 /// How long after a failed announce the loop tries again.
 const ANNOUNCE_RETRY: Duration = Duration::from_secs(5);
 
@@ -93,7 +96,17 @@ async fn run_inner(
     spawn_watchers(&client, &config, &tx, &mut tasks);
     let (published_tx, published_rx) = tokio::sync::watch::channel(None);
     let lan = start_lan(&config, &tx, &announcer, published_tx);
-    let renewer = Renewer::spawn(&client, &config, links_rx, tx, published_rx);
+    let (announced_tx, announced_rx) = tokio::sync::watch::channel(BTreeSet::new());
+    let renewer = Renewer::spawn(
+        &client,
+        &config,
+        tx,
+        PublishSources {
+            incarnation: published_rx,
+            links: links_rx,
+            announced: announced_rx,
+        },
+    );
     let (status_tx, status_rx) = mpsc::unbounded_channel();
     let status_stop = CancellationToken::new();
     let status_task = tokio::spawn(
@@ -113,8 +126,11 @@ async fn run_inner(
         Some(usable.clone()),
         config.default_interface.clone(),
     )
-    .with_class(config.class);
+    .with_class(config.class)
+    .with_node_rules(config.node_rules);
     let mut decisions = DecisionLoop {
+        announced_tx,
+        conflicts_reported: Default::default(),
         conflicts: announcer.subscribe_conflicts(),
         core,
         config: &config,
@@ -258,9 +274,8 @@ impl Renewer {
     fn spawn(
         client: &Client,
         config: &SpeakerConfig,
-        links: tokio::sync::watch::Receiver<BTreeSet<String>>,
         tx: mpsc::Sender<Input>,
-        published: tokio::sync::watch::Receiver<Option<u64>>,
+        sources: PublishSources,
     ) -> Self {
         let lease_name = format!("{SPEAKER_LEASE_PREFIX}{}", config.node_name);
         let ns = config.namespace.as_str();
@@ -272,7 +287,11 @@ impl Renewer {
                 Api::<Lease>::namespaced(client.clone(), ns),
                 lease_name.clone(),
                 config.clone(),
-                (tx, may_renew_rx, published, links),
+                RenewChannels {
+                    tx,
+                    may_renew: may_renew_rx,
+                    sources,
+                },
                 stop.clone(),
             )
             .instrument(info_span!("lease_renew", lease = %lease_name)),
@@ -318,6 +337,10 @@ fn lock_params(config: &SpeakerConfig) -> LeaseLockParams {
 struct DecisionLoop<'a> {
     /// The decisions.
     core: Core,
+    /// Tells the renewer what the dataplane answers for, after each change.
+    announced_tx: tokio::sync::watch::Sender<BTreeSet<IpAddr>>,
+    /// When each (VIP, MAC) conflict was last reported.
+    conflicts_reported: std::collections::HashMap<(IpAddr, crate::l2::Mac), Instant>,
     /// Flags, metrics and health.
     config: &'a SpeakerConfig,
     /// The dataplane.
@@ -389,7 +412,8 @@ impl DecisionLoop<'_> {
                     }
                 }
                 Some(conflict) = recv_conflict(&mut self.conflicts) => {
-                    report_conflict(&self.core, &conflict, self.status_tx, &self.config.node_name);
+                    self.conflict(&conflict);
+                    continue;
                 }
                 _ = sleep_until(wake) => {}
             }
@@ -427,6 +451,7 @@ impl DecisionLoop<'_> {
             resolve_default_interface(&mut self.core, &mut self.resolved_for);
         }
         let std_now = now.into_std();
+        self.core.set_wall_clock(jiff::Timestamp::now());
         let actions = self.core.decide(std_now);
         let failed = execute(
             &self.core,
@@ -438,6 +463,7 @@ impl DecisionLoop<'_> {
         for vip in &failed {
             self.core.announce_failed(*vip);
         }
+        self.publish_announced();
         if !failed.is_empty() {
             self.retry_at = Some(now + ANNOUNCE_RETRY);
         }
@@ -473,6 +499,48 @@ impl DecisionLoop<'_> {
         .min()
     }
 
+    /// Tells the renewer what the dataplane now answers for. Called after
+    /// the dataplane was told, so a withdrawal peers read is already done.
+    fn publish_announced(&self) {
+        let now: BTreeSet<IpAddr> = self.core.announced().keys().copied().collect();
+        self.announced_tx
+            .send_if_modified(|v| std::mem::replace(v, now.clone()) != now);
+    }
+
+    /// Reports a frame from another MAC for a VIP we announce, unless it is
+    /// the echo of a hand-over with the peer that sent it.
+    fn conflict(&mut self, c: &IpConflict) {
+        let metrics = &self.config.metrics;
+        match self
+            .core
+            .handover_echo(c.vip, c.mac, Instant::now().into_std())
+        {
+            Some(peer) => {
+                metrics.handover_echoes.inc();
+                debug!(vip = %c.vip, mac = %c.mac, %peer, "frame from the peer of a hand-over; not a conflict");
+            }
+            None => {
+                metrics.ip_conflicts.inc();
+                // Every frame counts; the log line and Event come once per
+                // VIP and MAC per interval (a conflict repeats with every
+                // ARP request).
+                let key = (c.vip, c.mac);
+                let now = Instant::now();
+                if self
+                    .conflicts_reported
+                    .get(&key)
+                    .is_some_and(|t| now.duration_since(*t) < CONFLICT_REPORT_INTERVAL)
+                {
+                    return;
+                }
+                self.conflicts_reported
+                    .retain(|_, t| now.duration_since(*t) < CONFLICT_REPORT_INTERVAL);
+                self.conflicts_reported.insert(key, now);
+                report_conflict(&self.core, c, self.status_tx, &self.config.node_name);
+            }
+        }
+    }
+
     /// Stops answering for everything, first of all on shutdown.
     fn withdraw_everything(&mut self) {
         self.config.health.set_ready(false);
@@ -487,6 +555,7 @@ impl DecisionLoop<'_> {
         );
         self.announcer.withdraw_all();
         self.config.metrics.announced_vips.set(0);
+        self.publish_announced();
     }
 }
 
@@ -554,6 +623,13 @@ fn execute(
                 ),
             );
         }
+    }
+    for (vip, svc) in &actions.refused {
+        let note = format!(
+            "{vip} is not announced: allow-shared-ip is incompatible with serviceSelectors on L2 advertisements"
+        );
+        warn!(service = %svc, %vip, "{note}");
+        event(core, status_tx, svc, Reason::NotAnnounced, note);
     }
     for svc in &actions.status_delete {
         let _ = status_tx.send(StatusMsg::Absent(svc.clone()));
@@ -769,14 +845,27 @@ where
     }
 }
 
-/// The renewer's channels: results out; whether renewing is useful, the
-/// fast-path incarnation and our usable links in.
-type RenewChannels = (
-    mpsc::Sender<Input>,
-    tokio::sync::watch::Receiver<bool>,
-    tokio::sync::watch::Receiver<Option<u64>>,
-    tokio::sync::watch::Receiver<BTreeSet<String>>,
-);
+/// Where the renewer learns what to publish on our Lease; each change is
+/// written at once.
+struct PublishSources {
+    /// The fast path's confirmed incarnation.
+    incarnation: tokio::sync::watch::Receiver<Option<u64>>,
+    /// Our interfaces with a usable link.
+    links: tokio::sync::watch::Receiver<BTreeSet<String>>,
+    /// The VIPs the dataplane answers for.
+    announced: tokio::sync::watch::Receiver<BTreeSet<IpAddr>>,
+}
+
+/// The renewer's channels: results out; whether renewing is useful and
+/// what to publish in.
+struct RenewChannels {
+    /// Renewals and failures, to the decision loop.
+    tx: mpsc::Sender<Input>,
+    /// Whether renewing is useful now.
+    may_renew: tokio::sync::watch::Receiver<bool>,
+    /// What to publish.
+    sources: PublishSources,
+}
 
 /// Renews our lease every `lease_renew` and reports each success with the
 /// time its request was sent.
@@ -792,7 +881,16 @@ async fn renew(
     leases: Api<Lease>,
     lease_name: String,
     config: SpeakerConfig,
-    (tx, mut may_renew, mut published, mut links): RenewChannels,
+    RenewChannels {
+        tx,
+        mut may_renew,
+        sources:
+            PublishSources {
+                incarnation: mut published,
+                mut links,
+                mut announced,
+            },
+    }: RenewChannels,
     stop: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(config.lease_renew);
@@ -818,14 +916,18 @@ async fn renew(
             // A link went down or up: peers must see it now, not at the
             // next tick (they take the VIPs we released).
             r = links.changed() => if r.is_err() { return },
+            // We withdrew or took a VIP: a peer waiting to take it
+            // announces as soon as it reads this (the hand-over's one
+            // request per ownership change).
+            r = announced.changed() => if r.is_err() { return },
         }
-        let incarnation = *published.borrow_and_update();
-        let interfaces = links
-            .borrow_and_update()
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-            .join(",");
+        let interfaces = links.borrow_and_update().clone();
+        let publish = Published {
+            macs: netinfo::macs(&interfaces),
+            interfaces,
+            incarnation: *published.borrow_and_update(),
+            announced: announced.borrow_and_update().clone(),
+        };
         if !*may_renew.borrow_and_update() {
             // Fenced and not synced (see `Core::may_renew`): wait for the
             // watches, then renew at once rather than on the next tick.
@@ -835,14 +937,7 @@ async fn renew(
             }
         }
         let sent_at = Instant::now();
-        let attempt = renew_once(
-            &lock,
-            &leases,
-            &lease_name,
-            (&interfaces, incarnation),
-            &config,
-            held.clone(),
-        );
+        let attempt = renew_once(&lock, &leases, &lease_name, &publish, &config, held.clone());
         let outcome = tokio::select! {
             _ = stop.cancelled() => return,
             r = tokio::time::timeout(attempt_timeout, attempt) => r,
@@ -863,7 +958,7 @@ async fn renew(
                 if tx.send(renewed).await.is_err() {
                     return;
                 }
-                if let Some(inc) = incarnation
+                if let Some(inc) = publish.incarnation
                     && tx.send(Input::LanPublished(inc)).await.is_err()
                 {
                     return;
@@ -903,7 +998,7 @@ async fn renew_once(
     lock: &LeaseLock,
     leases: &Api<Lease>,
     name: &str,
-    published: (&str, Option<u64>),
+    published: &Published,
     config: &SpeakerConfig,
     held: Option<String>,
 ) -> Result<Option<String>, String> {
@@ -918,13 +1013,9 @@ async fn renew_once(
     }
     match lock.try_acquire_or_renew().await {
         Ok(LeaseLockResult::Acquired(lease)) => {
-            let annotations = lease.annotations();
-            let shown = annotations
-                .get(INTERFACES_ANNOTATION)
-                .is_some_and(|v| *v == published.0)
-                && published.1.is_none_or(|inc| {
-                    annotations.get(INCARNATION_ANNOTATION) == Some(&inc.to_string())
-                });
+            let shown = lease_annotations(published)
+                .iter()
+                .all(|(k, v)| lease.annotations().get(*k) == Some(v));
             let rv = lease.metadata.resource_version.unwrap_or_default();
             if shown {
                 return Ok(Some(rv));
@@ -949,14 +1040,14 @@ async fn patch_if_unchanged(
     leases: &Api<Lease>,
     name: &str,
     rv: &str,
-    (interfaces, incarnation): (&str, Option<u64>),
+    published: &Published,
     config: &SpeakerConfig,
 ) -> Result<String, kube::Error> {
     let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(jiff::Timestamp::now());
-    let mut annotations = serde_json::json!({ INTERFACES_ANNOTATION: interfaces });
-    if let Some(inc) = incarnation {
-        annotations[INCARNATION_ANNOTATION] = inc.to_string().into();
-    }
+    let annotations: serde_json::Map<String, serde_json::Value> = lease_annotations(published)
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.into()))
+        .collect();
     let patch = serde_json::json!({
         "metadata": {
             "resourceVersion": rv,
@@ -972,4 +1063,17 @@ async fn patch_if_unchanged(
         .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
     Ok(lease.metadata.resource_version.unwrap_or_default())
+}
+
+/// The annotations our Lease carries for peers.
+fn lease_annotations(p: &Published) -> Vec<(&'static str, String)> {
+    let mut out = vec![
+        (INTERFACES_ANNOTATION, join(&p.interfaces)),
+        (MACS_ANNOTATION, join(&p.macs)),
+        (ANNOUNCED_ANNOTATION, join(&p.announced)),
+    ];
+    if let Some(inc) = p.incarnation {
+        out.push((INCARNATION_ANNOTATION, inc.to_string()));
+    }
+    out
 }
