@@ -703,3 +703,163 @@ async fn rbac_tables_grant_what_the_components_use_and_nothing_more() {
         problems.join("\n")
     );
 }
+
+/// Captures at the client while `act` runs and the VIP then leaves node
+/// `from` (for node `to` when given): every request in the capture
+/// answered by one node at most. Returns the node that answers now.
+async fn planned_move_on_the_wire(
+    lab: &mut Lab,
+    vip: IpAddr,
+    (from, to): (usize, Option<usize>),
+    name: &str,
+    act: impl AsyncFnOnce(&mut Lab),
+) -> usize {
+    let (cap, probe) = lab.watch_from_client(vip, name).unwrap();
+    act(lab).await;
+    let from_mac = lab.mac_of(from);
+    let want = |mac: &str| match to {
+        Some(to) => mac == lab.mac_of(to),
+        None => mac != from_mac,
+    };
+    let mac = eventually(&format!("{name}: the VIP moves"), || {
+        probe
+            .samples()
+            .into_iter()
+            .map(|s| s.what)
+            .find(|m| want(m))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    probe.stop();
+    let wire = lab.wire_answers(&cap.stop().unwrap(), v4(vip)).unwrap();
+    assert!(wire.answered > 0, "{name}: requests answered");
+    assert_eq!(wire.doubles, vec![], "{name}: requests two nodes answered");
+    (0..lab.opts.nodes)
+        .find(|i| lab.mac_of(*i) == mac)
+        .expect("a node's MAC")
+}
+
+/// Issue 16: a cordon moves the VIP away, an uncordon and a crashed node's
+/// return move it back, each a hand-over with no request answered twice,
+/// and none of these counts as a conflict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cordon_uncordon_and_return_hand_over_without_double_answers_or_conflicts() {
+    if !require_netns("cordon_uncordon_and_return_hand_over_without_double_answers_or_conflicts")
+    {
+        return;
+    }
+    let _g = SERIAL.lock().await;
+    let mut lab = lab("e2e-plan").await;
+    let vip = demo(&lab, serde_json::json!({}), 1, &[0, 1, 2]).await[0];
+    let first = lab.wait_owner("default", "demo", None, WAIT).await.unwrap();
+    let idx = owner_index(&lab, &first);
+    let sidx = planned_move_on_the_wire(&mut lab, vip, (idx, None), "cordon", async |lab| {
+        lab.set_cordoned(idx, true).await.unwrap();
+    })
+    .await;
+    let second = lab.node(sidx).name.clone();
+    wait_owners(&lab, "demo", &BTreeSet::from([second])).await;
+    planned_move_on_the_wire(&mut lab, vip, (sidx, Some(idx)), "uncordon", async |lab| {
+        lab.set_cordoned(idx, false).await.unwrap();
+    })
+    .await;
+
+    lab.stop_speaker(idx, false);
+    lab.node(idx).link_down().unwrap();
+    lab.wait_owner("default", "demo", Some(&first), WAIT)
+        .await
+        .unwrap();
+    let holder = owner_index(&lab, &lab.owner("default", "demo").await.unwrap());
+    planned_move_on_the_wire(&mut lab, vip, (holder, Some(idx)), "return", async |lab| {
+        lab.node(idx).link_up().unwrap();
+        lab.start_speaker(idx).unwrap();
+    })
+    .await;
+    for i in 0..3 {
+        assert_eq!(
+            lab.speaker_metric(i, "l2lb_speaker_ip_conflicts_total")
+                .unwrap(),
+            0.0,
+            "node {i} counted a conflict"
+        );
+    }
+}
+
+/// Issue 16: with `nonRevertive`, a returning node leaves the VIP where it
+/// is; a host that is not a speaker answering the VIP is a conflict,
+/// counted and reported as an Event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_revertive_vips_stay_and_a_foreign_answer_is_a_conflict() {
+    use k8s_openapi::api::events::v1::Event;
+    if !require_netns("non_revertive_vips_stay_and_a_foreign_answer_is_a_conflict") {
+        return;
+    }
+    let _g = SERIAL.lock().await;
+    let lab = lab("e2e-stick").await;
+    lab.apply(serde_json::json!({
+        "apiVersion": "l2lb.io/v1beta1", "kind": "L2Advertisement",
+        "metadata": { "name": "sticky", "namespace": "l2lb-system" },
+        "spec": { "nonRevertive": true },
+    }))
+    .await
+    .unwrap();
+    let mut lab = lab;
+    let vip = demo(&lab, serde_json::json!({}), 1, &[0, 1, 2]).await[0];
+    let first = lab.wait_owner("default", "demo", None, WAIT).await.unwrap();
+    let idx = owner_index(&lab, &first);
+    lab.stop_speaker(idx, false);
+    lab.node(idx).link_down().unwrap();
+    let second = lab
+        .wait_owner("default", "demo", Some(&first), WAIT)
+        .await
+        .unwrap();
+    let sidx = owner_index(&lab, &second);
+    lab.node(idx).link_up().unwrap();
+    lab.start_speaker(idx).unwrap();
+    // The returning node is live once its Lease shows it; give it ample
+    // time to (wrongly) take the VIP back.
+    eventually("the returning speaker is ready", || {
+        lab.speaker_metric(idx, "l2lb_speaker_fenced")
+            .ok()
+            .filter(|f| *f == 0.0)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        lab.owners("default", "demo").await,
+        BTreeSet::from([second.clone()])
+    );
+    assert_eq!(lab.arping(vip).map(|a| a.mac), Some(lab.mac_of(sidx)));
+
+    // The client claims the VIP (gratuitous ARP with its own MAC): the
+    // owner must call it a conflict.
+    let c = lab.client_host().clone();
+    let iface = c.iface.clone();
+    let prober = l2lb::lab::net::in_namespace(&c.ns, move || {
+        l2lb::lab::frame_prober::FrameProber::open(&iface)
+    })
+    .unwrap()
+    .expect("prober");
+    for frame in l2lb::l2::announcements(vip, prober.mac()) {
+        prober.send(&frame.emit()).unwrap();
+    }
+    eventually("the owner counts the conflict", || {
+        lab.speaker_metric(sidx, "l2lb_speaker_ip_conflicts_total")
+            .ok()
+            .filter(|n| *n > 0.0)
+    })
+    .await;
+    let events = kube::Api::<Event>::namespaced(lab.client.clone(), "default");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let list = events.list(&Default::default()).await.unwrap();
+        if list.items.iter().any(|e| {
+            e.reason.as_deref() == Some("ipConflict")
+                && e.note.as_deref().is_some_and(|n| n.contains(&c.mac.to_string()))
+        }) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no ipConflict Event naming the client's MAC");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -2,8 +2,9 @@
 //! crash (issue 13): a speaker-only crash, a frozen speaker, the owner's
 //! link down, the owner's fast-path traffic cut (both ways, then each way),
 //! the owner cut from the API, and every node cut from the API with the
-//! owner crashing in the middle; plus the fast path's frames per second
-//! per node.
+//! owner crashing in the middle; the planned moves of issue 16 (a crashed
+//! owner returning, the owner cordoned and uncordoned); plus the fast
+//! path's frames per second per node.
 //!
 //! Each trial watches one VIP from the client (an ARP request every 10 ms,
 //! and a capture at the client) from before the fault until well after it
@@ -177,23 +178,109 @@ async fn api_outage_all(lab: &mut Lab, vip: Ipv4Addr) -> Result<Outcome, BenchEr
     })
 }
 
+/// Watches the VIP from the client while `act` moves it to node
+/// `to` by a planned hand-over (a node returning, a cordon, an uncordon):
+/// waits until the client hears `to`, then a second more. Returns the
+/// longest gap the client saw from the act on, and the double answers.
+async fn planned_move(
+    lab: &mut Lab,
+    vip: Ipv4Addr,
+    tag: &str,
+    to: Option<usize>,
+    act: impl AsyncFnOnce(&mut Lab) -> Result<(), BenchError>,
+) -> Result<Outcome, BenchError> {
+    let from = owner_of_svc0(lab).await?;
+    let (capture, arp) = lab.watch_from_client(IpAddr::V4(vip), tag).map_err(err)?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let event = Instant::now();
+    act(lab).await?;
+    let moved = |s: &Sample| match to {
+        Some(to) => s.what == lab.mac_of(to),
+        None => s.what != lab.mac_of(from),
+    };
+    let deadline = event + Duration::from_secs(20);
+    while Instant::now() < deadline && !arp.samples().iter().any(|s| s.at > event && moved(s)) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let end = Instant::now();
+    let samples = arp.stop();
+    let doubles = doubles_on_the_wire(lab, capture, vip)?;
+    if !samples.iter().any(|s| s.at > event && moved(s)) {
+        return Err(err(format!("{tag}: the VIP did not move")));
+    }
+    Ok(Outcome {
+        outage_ms: longest_gap(&samples, event, end),
+        doubles,
+    })
+}
+
+/// Issue 16's planned moves: a crashed owner returning (the VIP moves back
+/// to it), and the owner cordoned (the VIP leaves it) then uncordoned (it
+/// comes back). Returns the JSON fields and the double answers.
+async fn planned_moves(lab: &mut Lab, vip: Ipv4Addr) -> Result<(Value, usize), BenchError> {
+    let mut moveback: Vec<Outcome> = Vec::new();
+    let mut drain: Vec<Outcome> = Vec::new();
+    for t in 0..5 {
+        let idx = owner_of_svc0(lab).await?;
+        lab.stop_speaker(idx, false);
+        lab.node(idx).link_down().map_err(err)?;
+        // The crash's own failover is measured elsewhere; let it settle.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let o = planned_move(lab, vip, &format!("moveback-{t}"), Some(idx), async |lab| {
+            lab.node(idx).link_up().map_err(err)?;
+            lab.start_speaker(idx).map_err(err)
+        })
+        .await?;
+        println!(
+            "moveback trial {t}: longest client gap {:.1} ms, double answers {}",
+            o.outage_ms, o.doubles
+        );
+        moveback.push(o);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    for t in 0..3 {
+        let idx = owner_of_svc0(lab).await?;
+        let o = planned_move(lab, vip, &format!("drain-{t}"), None, async |lab| {
+            lab.set_cordoned(idx, true).await.map_err(err)
+        })
+        .await?;
+        println!(
+            "drain trial {t}: longest client gap {:.1} ms, double answers {}",
+            o.outage_ms, o.doubles
+        );
+        drain.push(o);
+        let o = planned_move(lab, vip, &format!("uncordon-{t}"), Some(idx), async |lab| {
+            lab.set_cordoned(idx, false).await.map_err(err)
+        })
+        .await?;
+        println!(
+            "uncordon trial {t}: longest client gap {:.1} ms, double answers {}",
+            o.outage_ms, o.doubles
+        );
+        moveback.push(o);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let worst = |v: &[Outcome]| v.iter().map(|o| o.outage_ms).fold(0.0, f64::max).round();
+    let doubles = |v: &[Outcome]| v.iter().map(|o| o.doubles).sum::<usize>();
+    let report = json!({
+        "moveback_max_ms": worst(&moveback),
+        "drain_max_ms": worst(&drain),
+        "moveback": { "outage_max_ms": worst(&moveback), "double_answers": doubles(&moveback), "trials": moveback.len() },
+        "drain": { "outage_max_ms": worst(&drain), "double_answers": doubles(&drain), "trials": drain.len() },
+    });
+    Ok((report, doubles(&moveback) + doubles(&drain)))
+}
+
 /// Fast-path messages sent per second per node, from the speakers' own
 /// counters (`l2lb_speaker_fastpath_sent_total`) over `window`.
 async fn lan_pps_per_node(lab: &Lab, window: Duration) -> Result<f64, BenchError> {
     let read = |lab: &Lab| -> Result<f64, BenchError> {
         let mut total = 0.0;
         for i in 0..lab.opts.nodes {
-            let out = lab
-                .node(i)
-                .run(&["curl", "-s", "http://127.0.0.1:7473/metrics"])
+            total += lab
+                .speaker_metric(i, "l2lb_speaker_fastpath_sent_total")
                 .map_err(err)?;
-            let text = String::from_utf8_lossy(&out.stdout);
-            let sent = text
-                .lines()
-                .find_map(|l| l.strip_prefix("l2lb_speaker_fastpath_sent_total "))
-                .and_then(|v| v.trim().parse::<f64>().ok())
-                .ok_or_else(|| err(format!("no fast-path counter on node {i}")))?;
-            total += sent;
         }
         Ok(total)
     };
@@ -267,6 +354,11 @@ pub(super) async fn run(lab: &mut Lab, vip: Ipv4Addr) -> Result<(Value, usize), 
         "api_outage_all".into(),
         json!({ "outage_max_ms": o.outage_ms.round(), "double_answers": o.doubles, "trials": 1 }),
     );
+    let (planned, doubles) = planned_moves(lab, vip).await?;
+    doubles_total += doubles;
+    if let Value::Object(p) = planned {
+        report.extend(p);
+    }
     Ok((Value::Object(report), doubles_total))
 }
 

@@ -66,6 +66,14 @@ pub enum LabError {
     /// A manifest could not be read or applied.
     #[error("{0}")]
     Manifest(String),
+    /// A process's metrics endpoint lacks a metric.
+    #[error("{node}'s speaker exposes no metric {metric}")]
+    NoMetric {
+        /// The node.
+        node: String,
+        /// The metric.
+        metric: String,
+    },
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> LabError {
@@ -729,6 +737,34 @@ impl Lab {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Cordons node `i` (`kubectl cordon`: `spec.unschedulable`), or
+    /// uncordons it.
+    pub async fn set_cordoned(&self, i: usize, cordoned: bool) -> Result<(), LabError> {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let patch = json!({ "spec": { "unschedulable": cordoned } });
+        nodes
+            .patch(&self.node(i).name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        Ok(())
+    }
+
+    /// The value of the counter or gauge `name` (no labels) on node `i`'s
+    /// speaker, from its metrics endpoint.
+    pub fn speaker_metric(&self, i: usize, name: &str) -> Result<f64, LabError> {
+        let out = self
+            .node(i)
+            .run(&["curl", "-s", "http://127.0.0.1:7473/metrics"])?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let prefix = format!("{name} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| LabError::NoMetric {
+                node: self.node(i).name.clone(),
+                metric: name.to_string(),
+            })
     }
 
     /// MAC of node `i` as `aa:bb:..`.

@@ -1002,7 +1002,30 @@ async fn renew_once(
     config: &SpeakerConfig,
     held: Option<String>,
 ) -> Result<Option<String>, String> {
-    if let Some(rv) = held {
+    // Our Lease from a previous run (or from before a conflict) still
+    // publishes what that run answered for. Renewing it through
+    // `LeaseLock` would make it live again with those VIPs listed until the
+    // next write; peers would take that for a claim (a non-revertive VIP
+    // would move back to us). So when the Lease is ours or free, it is
+    // renewed and its annotations replaced in one conditional write.
+    let rv = match held {
+        Some(rv) => Some(rv),
+        None => match leases.get_opt(name).await {
+            Ok(Some(l)) => {
+                let holder = l
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.holder_identity.as_deref())
+                    .unwrap_or_default();
+                (holder.is_empty() || holder == config.node_name)
+                    .then_some(l.metadata.resource_version)
+                    .flatten()
+            }
+            Ok(None) => None,
+            Err(e) => return Err(e.to_string()),
+        },
+    };
+    if let Some(rv) = rv {
         match patch_if_unchanged(leases, name, &rv, published, config).await {
             Ok(rv) => return Ok(Some(rv)),
             Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {
