@@ -16,6 +16,7 @@ pub mod lan;
 pub mod netinfo;
 mod status;
 mod tasks;
+mod vip_metrics;
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
@@ -325,8 +326,9 @@ fn fastpath_config(i: Duration) -> crate::fastpath::Config {
     }
 }
 
-/// The speaker's metrics. Labels are bounded (none); VIPs and Service
-/// names never become labels.
+/// The speaker's metrics. Labels are bounded; VIPs and Service names are
+/// labels only of the per-VIP series in [`vip_metrics`], which the alerts
+/// need and which exist only for VIPs in use (see there).
 #[derive(Clone, Debug)]
 pub struct SpeakerMetrics {
     /// VIPs this node currently announces.
@@ -339,6 +341,12 @@ pub struct SpeakerMetrics {
     pub lease_renew_failures: Counter,
     /// 1 while the speaker is fenced (announcing nothing), else 0.
     pub fenced: Gauge,
+    /// 1 while `/readyz` answers 200, so an alert sees readiness in the
+    /// same scrape as the rest (a kubelet probe's view never reaches
+    /// Prometheus).
+    pub ready: Gauge,
+    /// Per-VIP announcements, for the no-owner, two-owner and flapping alerts.
+    pub vips: vip_metrics::VipMetrics,
     /// The LAN fast path's metrics.
     pub lan: lan::LanMetrics,
 }
@@ -351,6 +359,8 @@ impl Default for SpeakerMetrics {
             lease_renew_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
             lease_renew_failures: Counter::default(),
             fenced: Gauge::default(),
+            ready: Gauge::default(),
+            vips: vip_metrics::VipMetrics::default(),
             lan: lan::LanMetrics::default(),
         }
     }
@@ -386,6 +396,12 @@ impl SpeakerMetrics {
             "1 while the speaker is fenced (lease or LAN) and announces nothing",
             self.fenced.clone(),
         );
+        r.register(
+            "ready",
+            "1 while the speaker is ready (/readyz answers 200: synced and not fenced)",
+            self.ready.clone(),
+        );
+        self.vips.register(r);
         let f = r.sub_registry_with_prefix("fastpath");
         f.register(
             "dropped",
@@ -505,6 +521,9 @@ mod tests {
             "l2lb_speaker_lease_renew_seconds_bucket",
             "l2lb_speaker_lease_renew_failures_total",
             "l2lb_speaker_fenced",
+            "# TYPE l2lb_speaker_ready gauge",
+            "# TYPE l2lb_speaker_announced gauge",
+            "# TYPE l2lb_speaker_announce_starts counter",
             "l2lb_speaker_fastpath_dropped",
             "l2lb_speaker_fastpath_dead_peers",
             "l2lb_speaker_fastpath_fences_total",
