@@ -70,8 +70,10 @@ pub(super) async fn lead(config: &ControllerConfig, client: &Client, caches: &Ca
     }
 }
 
-/// Writes the status of every pool whose status would say something new.
-/// Publishes their conditions as metrics too.
+/// Writes the status of every pool whose status would say something new,
+/// and publishes the pools' conditions and the assigned addresses as
+/// metrics (both cost O(pools + Services): once a second is enough for
+/// alerts scraped every few seconds).
 async fn write_pool_status(
     client: &Client,
     config: &ControllerConfig,
@@ -81,6 +83,7 @@ async fn write_pool_status(
     let (pools, ads) = (caches.pools.state(), caches.advertisements.state());
     let desired = pool_status::desired(core.allocator(), core.malformed_pools(), &pools, &ads);
     config.metrics.record_pool_status(&desired);
+    config.metrics.record_assignments(core.allocator());
     pool_status::write_changed(client, &config.namespace, &pools, desired).await;
 }
 

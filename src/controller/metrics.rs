@@ -146,6 +146,12 @@ impl ControllerMetrics {
         }
         self.addresses_total.publish(total);
         self.addresses_in_use.publish(in_use);
+    }
+
+    /// Publishes one series per address a Service holds. O(Services), so
+    /// the leader calls it at most once a second (with pool status), not
+    /// after every batch as [`ControllerMetrics::record_state`].
+    pub(super) fn record_assignments(&self, alloc: &Allocator) {
         self.vip_assigned
             .publish(alloc.assignments().flat_map(|(key, a)| {
                 a.ips.iter().map(move |ip| {
@@ -263,6 +269,7 @@ mod tests {
             .allocate(&ServiceRequest::new("default", "web"))
             .unwrap();
         m.record_state(&alloc);
+        m.record_assignments(&alloc);
         let out = text(&registry);
         for line in [
             r#"l2lb_controller_vip_assigned{ip="198.18.0.1",service="default/web"} 1"#,
@@ -274,6 +281,7 @@ mod tests {
         alloc.release(&ServiceKey::new("default", "web"));
         alloc.set_pools(vec![PoolSpec::new("a", ["198.18.0.1/32"])]);
         m.record_state(&alloc);
+        m.record_assignments(&alloc);
         let out = text(&registry);
         assert!(!out.contains("l2lb_controller_vip_assigned{"), "{out}");
         assert!(!out.contains("pool=\"b\""), "deleted pool left:\n{out}");
