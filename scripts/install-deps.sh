@@ -19,6 +19,9 @@ python3 -c 'import venv' 2>/dev/null || need+=(python3-venv)
 # The official Python Kubernetes client, a second real client the API-server
 # tests drive; Debian installs it for the system interpreter.
 /usr/bin/python3 -c 'import kubernetes' 2>/dev/null || need+=(python3-kubernetes)
+# promtool checks and unit-tests deploy/monitoring's alerts; prometheus
+# evaluates them against the lab (tests/alerts.rs).
+have promtool && have prometheus || need+=(prometheus)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
@@ -29,6 +32,17 @@ if [ ${#need[@]} -gt 0 ]; then
   echo "install-deps: apt-get install ${need[*]}"
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  if [[ " ${need[*]} " == *" prometheus "* ]]; then
+    # The package starts a Prometheus service on :9090 scraping this host;
+    # the tests run their own (in a lab namespace), so stop the one we just
+    # installed and keep it from starting at boot. Where no service manager
+    # runs (containers) there is nothing to stop.
+    if [ -d /run/systemd/system ]; then
+      systemctl disable --now prometheus >/dev/null 2>&1 || true
+    else
+      service prometheus stop >/dev/null 2>&1 || true
+    fi
+  fi
 fi
 
 if ! have cargo; then

@@ -135,3 +135,121 @@ fn speaker_reads_the_fastpath_key_from_the_optional_secret() {
         "the flag names the Secret's `keys` entry"
     );
 }
+
+/// `kubectl kustomize dir`, or None (after saying so) where kubectl is
+/// missing and L2LB_REQUIRE_NETNS is unset.
+fn kustomize(dir: &Path) -> Option<String> {
+    let out = match Command::new("kubectl").arg("kustomize").arg(dir).output() {
+        Ok(out) => out,
+        Err(e) if std::env::var_os("L2LB_REQUIRE_NETNS").is_none() => {
+            println!("SKIPPED: kubectl not available ({e}); run scripts/install-deps.sh");
+            return None;
+        }
+        Err(e) => panic!("kubectl not available: {e}"),
+    };
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {} failed: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8(out.stdout).unwrap())
+}
+
+fn yaml_file(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap();
+    normalize(serde_yaml::from_str(&text).unwrap())
+}
+
+#[test]
+fn prometheus_rule_embeds_the_rules_file() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/monitoring");
+    let rule = yaml_file(&dir.join("prometheusrule.yaml"));
+    let plain = yaml_file(&dir.join("rules.yaml"));
+    assert_eq!(rule["kind"], "PrometheusRule");
+    assert_eq!(
+        rule["spec"], plain,
+        "deploy/monitoring/prometheusrule.yaml differs from rules.yaml: \
+         edit rules.yaml and copy its groups under the PrometheusRule's spec"
+    );
+}
+
+#[test]
+fn monitoring_component_scrapes_the_jobs_the_rules_name() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let Some(text) = kustomize(&root.join("tests/monitoring/overlay")) else {
+        return;
+    };
+    let with = objects(&text);
+    let base = objects(&std::fs::read_to_string(root.join("deploy/l2lb.yaml")).unwrap());
+    // The Component adds its objects and changes nothing else.
+    for (k, v) in &base {
+        assert_eq!(
+            with.get(k),
+            Some(v),
+            "{k} changed by the monitoring component"
+        );
+    }
+    let added: Vec<&String> = with.keys().filter(|k| !base.contains_key(*k)).collect();
+    assert_eq!(
+        added,
+        [
+            "PrometheusRule/l2lb-system/l2lb",
+            "ServiceMonitor/l2lb-system/l2lb-controller",
+            "ServiceMonitor/l2lb-system/l2lb-speaker",
+        ]
+    );
+    // The operator names a ServiceMonitor's job after the Service it
+    // scrapes: those names are the jobs the rules select.
+    let mut jobs = std::collections::BTreeSet::new();
+    for (key, monitor) in with
+        .iter()
+        .filter(|(k, _)| k.starts_with("ServiceMonitor/"))
+    {
+        let selector = monitor["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .unwrap();
+        let services: Vec<&serde_json::Value> = with
+            .iter()
+            .filter(|(k, _)| k.starts_with("Service/l2lb-system/"))
+            .map(|(_, s)| s)
+            .filter(|s| {
+                selector
+                    .iter()
+                    .all(|(l, v)| s["metadata"]["labels"][l.as_str()] == *v)
+            })
+            .collect();
+        assert_eq!(
+            services.len(),
+            1,
+            "{key} selects {} Services",
+            services.len()
+        );
+        let port = &monitor["spec"]["endpoints"][0]["port"];
+        assert!(
+            services[0]["spec"]["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == *port),
+            "{key} scrapes port {port}, which its Service lacks"
+        );
+        jobs.insert(
+            services[0]["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let rules = std::fs::read_to_string(root.join("deploy/monitoring/rules.yaml")).unwrap();
+    let named: std::collections::BTreeSet<String> = rules
+        .split("job=\"")
+        .skip(1)
+        .map(|rest| rest.split('"').next().unwrap().to_string())
+        .collect();
+    assert!(!named.is_empty());
+    assert!(
+        named.is_subset(&jobs),
+        "rules select jobs {named:?}, the ServiceMonitors scrape {jobs:?}"
+    );
+}

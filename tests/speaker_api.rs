@@ -501,3 +501,78 @@ async fn node_selectors_exclusion_label_and_interfaces_restrict_the_owner() {
     // has withdrawn before the new one announces.
     assert_no_violations(&lab);
 }
+
+/// The VIPs a speaker's `l2lb_speaker_announced` series name, with the
+/// node label each carries.
+fn announced_series(
+    registry: &prometheus_client::registry::Registry,
+) -> BTreeSet<(IpAddr, String)> {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+    let label = |line: &str, name: &str| {
+        let start = line.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
+        line[start..].split('"').next().unwrap().to_string()
+    };
+    text.lines()
+        .filter(|l| l.starts_with("l2lb_speaker_announced{"))
+        .map(|l| (label(l, "ip").parse().unwrap(), label(l, "node")))
+        .collect()
+}
+
+/// What the alerts join on: each speaker's per-VIP series name exactly the
+/// VIPs its announcer answers for, follow a hand-over, and vanish when the
+/// speaker stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announced_series_follow_what_each_speaker_announces() {
+    let lab = lab().await;
+    let mut registries = BTreeMap::new();
+    let mut speakers = BTreeMap::new();
+    for n in NODES {
+        let c = config(n);
+        let mut registry = prometheus_client::registry::Registry::default();
+        c.metrics.register(&mut registry);
+        registries.insert(n, registry);
+        speakers.insert(n, start_with(&lab, c, client_for(&lab.url).unwrap()));
+    }
+    let series_match = |members: &[&str]| {
+        let want = expected(members);
+        registries.iter().all(|(node, registry)| {
+            let mine: BTreeSet<(IpAddr, String)> = want
+                .iter()
+                .filter(|(_, owners)| owners.contains(*node))
+                .map(|(vip, _)| (*vip, node.to_string()))
+                .collect();
+            announced_series(registry) == mine
+        })
+    };
+    converge(&lab, &NODES).await;
+    let deadline = tokio::time::Instant::now() + CONVERGE;
+    while !series_match(&NODES) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "series never matched the announcers"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let a = speakers.remove("node-a").unwrap();
+    a.stop.cancel();
+    a.task.await.unwrap().unwrap();
+    assert!(
+        announced_series(&registries["node-a"]).is_empty(),
+        "a stopped speaker still reports announcements"
+    );
+    converge(&lab, &["node-b", "node-c"]).await;
+    let deadline = tokio::time::Instant::now() + CONVERGE;
+    while !series_match(&["node-b", "node-c"]) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "series did not follow the hand-over"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (_, s) in speakers {
+        s.stop.cancel();
+        s.task.await.unwrap().unwrap();
+    }
+    assert_no_violations(&lab);
+}

@@ -26,6 +26,7 @@ const POOL_STATUS_INTERVAL: Duration = Duration::from_secs(1);
 /// decided from, so a term that ends late cannot clobber the next one.
 pub(super) async fn lead(config: &ControllerConfig, client: &Client, caches: &Caches) {
     let metrics = &config.metrics;
+    let _term_metrics = metrics.term();
     let mut core = Core::new(ClassFilter::new(config.require_class));
     let mut writer = StatusWriter::new(
         client,
@@ -49,7 +50,7 @@ pub(super) async fn lead(config: &ControllerConfig, client: &Client, caches: &Ca
             Some(done) = writer.next_done() => writer.on_done(done),
             _ = pool_tick.tick() => {
                 if std::mem::take(&mut pool_status_dirty) {
-                    write_pool_status(client, &config.namespace, &core, caches).await;
+                    write_pool_status(client, config, &core, caches).await;
                 }
                 writer.reap();
                 continue;
@@ -69,11 +70,21 @@ pub(super) async fn lead(config: &ControllerConfig, client: &Client, caches: &Ca
     }
 }
 
-/// Writes the status of every pool whose status would say something new.
-async fn write_pool_status(client: &Client, namespace: &str, core: &Core, caches: &Caches) {
+/// Writes the status of every pool whose status would say something new,
+/// and publishes the pools' conditions and the assigned addresses as
+/// metrics (both cost O(pools + Services): once a second is enough for
+/// alerts scraped every few seconds).
+async fn write_pool_status(
+    client: &Client,
+    config: &ControllerConfig,
+    core: &Core,
+    caches: &Caches,
+) {
     let (pools, ads) = (caches.pools.state(), caches.advertisements.state());
     let desired = pool_status::desired(core.allocator(), core.malformed_pools(), &pools, &ads);
-    pool_status::write_changed(client, namespace, &pools, desired).await;
+    config.metrics.record_pool_status(&desired);
+    config.metrics.record_assignments(core.allocator());
+    pool_status::write_changed(client, &config.namespace, &pools, desired).await;
 }
 
 fn pool_status_ticker() -> Interval {

@@ -450,7 +450,9 @@ impl Lab {
             "--lease-duration",
             "4s",
         ]);
-        cmd.args(["--metrics-addr", "127.0.0.1:7472"]);
+        // On every address, as in a cluster: a scraper on the LAN (the
+        // alerts test's Prometheus) reaches it at the node's IP.
+        cmd.args(["--metrics-addr", "0.0.0.0:7472"]);
         if !self.opts.fastpath {
             cmd.args(["--fastpath-secret", ""]);
         }
@@ -485,7 +487,9 @@ impl Lab {
         }
         // No --default-interface: the speaker finds the interface holding
         // the Node's InternalIP, as it does in a cluster.
-        cmd.args(["--metrics-addr", "127.0.0.1:7473"]);
+        // On every address, as the DaemonSet on the host network: a
+        // scraper on the LAN reaches it at the node's IP.
+        cmd.args(["--metrics-addr", "0.0.0.0:7473"]);
         let log = self.log_file(&format!("{}-speaker", host.name))?;
         cmd.stdout(Stdio::null()).stderr(log);
         self.speakers[i] = Some(host.spawn(&self.lan, cmd)?);

@@ -17,6 +17,7 @@ pub mod netinfo;
 pub mod published;
 mod status;
 mod tasks;
+mod vip_metrics;
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
@@ -346,8 +347,9 @@ fn fastpath_config(i: Duration) -> crate::fastpath::Config {
     }
 }
 
-/// The speaker's metrics. Labels are bounded (none); VIPs and Service
-/// names never become labels.
+/// The speaker's metrics. Labels are bounded; VIPs and Service names are
+/// labels only of the per-VIP series in [`vip_metrics`], which the alerts
+/// need and which exist only for VIPs in use (see there).
 #[derive(Clone, Debug)]
 pub struct SpeakerMetrics {
     /// VIPs this node currently announces.
@@ -366,6 +368,12 @@ pub struct SpeakerMetrics {
     /// Frames for a VIP from the peer it was just handed to or taken from,
     /// within the hand-over: expected, not conflicts.
     pub handover_echoes: Counter,
+    /// 1 while `/readyz` answers 200, so an alert sees readiness in the
+    /// same scrape as the rest (a kubelet probe's view never reaches
+    /// Prometheus).
+    pub ready: Gauge,
+    /// Per-VIP announcements, for the no-owner, two-owner and flapping alerts.
+    pub vips: vip_metrics::VipMetrics,
     /// The LAN fast path's metrics.
     pub lan: lan::LanMetrics,
 }
@@ -380,6 +388,8 @@ impl Default for SpeakerMetrics {
             fenced: Gauge::default(),
             ip_conflicts: Counter::default(),
             handover_echoes: Counter::default(),
+            ready: Gauge::default(),
+            vips: vip_metrics::VipMetrics::default(),
             lan: lan::LanMetrics::default(),
         }
     }
@@ -425,6 +435,12 @@ impl SpeakerMetrics {
             "Frames for a VIP from the peer it was just handed to or taken from (not conflicts)",
             self.handover_echoes.clone(),
         );
+        r.register(
+            "ready",
+            "1 while the speaker is ready (/readyz answers 200: synced and not fenced)",
+            self.ready.clone(),
+        );
+        self.vips.register(r);
         let f = r.sub_registry_with_prefix("fastpath");
         f.register(
             "dropped",
@@ -544,6 +560,9 @@ mod tests {
             "l2lb_speaker_lease_renew_seconds_bucket",
             "l2lb_speaker_lease_renew_failures_total",
             "l2lb_speaker_fenced",
+            "# TYPE l2lb_speaker_ready gauge",
+            "# TYPE l2lb_speaker_announced gauge",
+            "# TYPE l2lb_speaker_announce_starts counter",
             "l2lb_speaker_fastpath_dropped",
             "l2lb_speaker_fastpath_dead_peers",
             "l2lb_speaker_fastpath_fences_total",

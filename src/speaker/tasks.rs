@@ -488,7 +488,9 @@ impl DecisionLoop<'_> {
         metrics
             .announced_vips
             .set(self.core.announced().len() as i64);
+        self.publish_vip_metrics();
         metrics.fenced.set(i64::from(fenced));
+        metrics.ready.set(i64::from(synced && !fenced));
         config.health.set_ready(synced && !fenced);
         [
             self.core.next_wakeup(std_now).map(Instant::from_std),
@@ -556,6 +558,26 @@ impl DecisionLoop<'_> {
         self.announcer.withdraw_all();
         self.config.metrics.announced_vips.set(0);
         self.publish_announced();
+        self.config.metrics.ready.set(0);
+        self.publish_vip_metrics();
+    }
+
+    /// Publishes the per-VIP series from what the core now announces
+    /// (after failed announces were taken back, so a VIP shows only while
+    /// it is answered for).
+    fn publish_vip_metrics(&self) {
+        let core = &self.core;
+        let announced = core
+            .announced()
+            .keys()
+            .map(|vip| (*vip, core.services_of(*vip)))
+            .collect();
+        self.config
+            .metrics
+            .vips
+            .publish(&self.config.node_name, &announced, |vip| {
+                !core.services_of(vip).is_empty()
+            });
     }
 }
 

@@ -9,9 +9,13 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use tokio_util::sync::CancellationToken;
 
 /// Installs the global tracing subscriber: `RUST_LOG`-style filtering
@@ -110,6 +114,78 @@ pub async fn serve(
         .await
 }
 
+/// A gauge family published as a whole: each [`GaugeSet::publish`] names
+/// every label set that exists now, and those it no longer names are
+/// removed rather than left at their last value.
+///
+/// For series keyed by objects that come and go (a VIP, a pool): a stale
+/// `1` for a VIP a node stopped announcing would hide exactly the outage
+/// the alerts look for, and removed series end in Prometheus (marked
+/// stale) instead of lingering. prometheus-client cannot list a family's
+/// label sets, so the set is kept here.
+#[derive(Debug)]
+pub struct GaugeSet<L> {
+    /// The series as scraped.
+    family: Family<L, Gauge>,
+    /// Label sets of the last publish: what the next one may have to remove.
+    shown: Arc<Mutex<HashSet<L>>>,
+}
+
+impl<L> Default for GaugeSet<L>
+where
+    L: Clone + Eq + Hash,
+{
+    fn default() -> Self {
+        Self {
+            family: Family::default(),
+            shown: Arc::default(),
+        }
+    }
+}
+
+impl<L> Clone for GaugeSet<L>
+where
+    L: Clone + Eq + Hash,
+{
+    fn clone(&self) -> Self {
+        Self {
+            family: self.family.clone(),
+            shown: self.shown.clone(),
+        }
+    }
+}
+
+impl<L> GaugeSet<L>
+where
+    L: Clone + Eq + Hash,
+{
+    /// The family to register (a shared handle).
+    pub fn family(&self) -> Family<L, Gauge> {
+        self.family.clone()
+    }
+
+    /// Makes the family hold exactly `now`: every label set in it at its
+    /// value, every other one removed.
+    pub fn publish(&self, now: impl IntoIterator<Item = (L, i64)>) {
+        let now: HashMap<L, i64> = now.into_iter().collect();
+        // A panic elsewhere while holding the lock leaves a set that is at
+        // worst a superset of the series: removing too much is harmless.
+        let mut shown = self.shown.lock().unwrap_or_else(PoisonError::into_inner);
+        for gone in shown.iter().filter(|l| !now.contains_key(*l)) {
+            self.family.remove(gone);
+        }
+        for (labels, value) in &now {
+            self.family.get_or_create(labels).set(*value);
+        }
+        *shown = now.into_keys().collect();
+    }
+
+    /// Removes every series.
+    pub fn clear(&self) {
+        self.publish(std::iter::empty());
+    }
+}
+
 /// Resolves when the process receives SIGTERM or SIGINT, then cancels `token`.
 /// Every component handles SIGTERM explicitly so it can hand over gracefully.
 pub async fn cancel_on_signal(token: CancellationToken) {
@@ -132,6 +208,29 @@ pub async fn cancel_on_signal(token: CancellationToken) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gauge_set_removes_label_sets_no_longer_published() {
+        let set: GaugeSet<Vec<(String, String)>> = GaugeSet::default();
+        let mut registry = Registry::default();
+        registry.register("vip", "test", set.family());
+        let labels = |ip: &str| vec![("ip".to_string(), ip.to_string())];
+        let text = |r: &Registry| {
+            let mut out = String::new();
+            prometheus_client::encoding::text::encode(&mut out, r).unwrap();
+            out
+        };
+        set.publish([(labels("198.18.0.1"), 1), (labels("198.18.0.2"), 1)]);
+        let out = text(&registry);
+        assert!(out.contains("vip{ip=\"198.18.0.1\"} 1"), "{out}");
+        assert!(out.contains("vip{ip=\"198.18.0.2\"} 1"), "{out}");
+        set.publish([(labels("198.18.0.2"), 1)]);
+        let out = text(&registry);
+        assert!(!out.contains("198.18.0.1"), "{out}");
+        assert!(out.contains("vip{ip=\"198.18.0.2\"} 1"), "{out}");
+        set.clear();
+        assert!(!text(&registry).contains("198.18.0.2"));
+    }
 
     #[test]
     fn lease_lock_chatter_is_filtered_unless_asked_for() {
