@@ -744,8 +744,7 @@ async fn planned_move_on_the_wire(
 /// and none of these counts as a conflict.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cordon_uncordon_and_return_hand_over_without_double_answers_or_conflicts() {
-    if !require_netns("cordon_uncordon_and_return_hand_over_without_double_answers_or_conflicts")
-    {
+    if !require_netns("cordon_uncordon_and_return_hand_over_without_double_answers_or_conflicts") {
         return;
     }
     let _g = SERIAL.lock().await;
@@ -855,11 +854,16 @@ async fn non_revertive_vips_stay_and_a_foreign_answer_is_a_conflict() {
         let list = events.list(&Default::default()).await.unwrap();
         if list.items.iter().any(|e| {
             e.reason.as_deref() == Some("ipConflict")
-                && e.note.as_deref().is_some_and(|n| n.contains(&c.mac.to_string()))
+                && e.note
+                    .as_deref()
+                    .is_some_and(|n| n.contains(&c.mac.to_string()))
         }) {
             break;
         }
-        assert!(Instant::now() < deadline, "no ipConflict Event naming the client's MAC");
+        assert!(
+            Instant::now() < deadline,
+            "no ipConflict Event naming the client's MAC"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -749,7 +749,11 @@ impl Lab {
         let nodes: Api<Node> = Api::all(self.client.clone());
         let patch = json!({ "spec": { "unschedulable": cordoned } });
         nodes
-            .patch(&self.node(i).name, &PatchParams::default(), &Patch::Merge(&patch))
+            .patch(
+                &self.node(i).name,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
             .await?;
         Ok(())
     }
