@@ -523,7 +523,7 @@ impl Core {
                 moved.push((*vip, owner.clone()));
             }
             let mine = owner.as_deref() == Some(self.node.as_str());
-            if mine && self.may_announce(*vip, plan, &members, now, &mut contested, &mut awaiting) {
+            if mine && self.may_announce(*vip, &members, now, &mut contested, &mut awaiting) {
                 // The owner was elected among `plan.nodes`, so ours is there.
                 if let Some(on) = plan.nodes.get(&self.node) {
                     self.place(*vip, plan, on, &mut wanted, actions);
@@ -670,18 +670,17 @@ impl Core {
     /// publishes), and is announced at once when such a listing goes away,
     /// unless our view of the peers may predate a rejoin. Otherwise it waits
     /// while any of these holds:
-    /// - eligibility moved it to us from a peer that is still live and does
-    ///   not publish what it announces, less than the takeover delay ago
-    ///   (the peer withdraws when its own watch shows the change);
+    /// - eligibility moved it to us from a peer that is still live, less
+    ///   than the takeover delay ago, and we have not seen the peer's Lease
+    ///   list it (the peer withdraws when its own watch shows the change);
     /// - we rejoined after being fenced and the lease watch has not
     ///   delivered since (our view of the peers may predate the cut);
-    /// - we (re)joined less than the takeover delay ago and a live peer
-    ///   could own it without us (it withdraws only once its watch shows
-    ///   our lease).
+    /// - we (re)joined less than the takeover delay ago: a live peer may
+    ///   own it and withdraws only once its watch shows our lease, and
+    ///   peers that joined with us may not be in our view yet.
     fn may_announce(
         &self,
         vip: IpAddr,
-        plan: &VipPlan,
         members: &BTreeSet<String>,
         now: Instant,
         contested: &mut BTreeMap<IpAddr, Instant>,
@@ -702,8 +701,10 @@ impl Core {
             // the fast path and the Lease only declare once it is fenced).
             return true;
         }
-        if let Some((since, from)) = self.moved_from_a_live_peer(vip, members, now)
-            && from.is_none_or(|p| self.index.published_announced(p).is_none())
+        // A peer that does not list the VIP may still answer for it: its
+        // list follows its dataplane by one write. Only a listing seen to
+        // go away (above) proves a withdrawal.
+        if let Some(since) = self.moved_from_a_live_peer(vip, members, now)
             && since
                 .checked_add(self.takeover_delay)
                 .is_some_and(|t| now < t)
@@ -711,30 +712,29 @@ impl Core {
             contested.insert(vip, since);
             return false;
         }
-        let holding_off = self.rejoin_hold_off_end().is_some_and(|t| now < t);
-        let a_live_peer_could_own_it =
-            election::owner(vip, eligible_members(plan, members, Some(&self.node))).is_some();
-        !(holding_off && a_live_peer_could_own_it)
+        // Even with no live peer in view: peers that joined in the last
+        // few milliseconds (every speaker of a cluster starting at once)
+        // may not be in it yet, and each would think itself alone.
+        self.rejoin_hold_off_end().is_none_or(|t| now >= t)
     }
 
     /// Since when `vip` has been moving to us from a peer that is still live
-    /// (`now` if it starts moving now), and from which peer when that is
-    /// known (the previous decision's owner), or `None` when it is not.
+    /// (`now` if it starts moving now), or `None` when it is not.
     fn moved_from_a_live_peer(
         &self,
         vip: IpAddr,
         members: &BTreeSet<String>,
         now: Instant,
-    ) -> Option<(Instant, Option<&str>)> {
-        let previous = self
-            .owners
-            .get(&vip)
-            .and_then(|o| o.as_deref())
-            .filter(|p| *p != self.node && members.contains(*p));
+    ) -> Option<Instant> {
         if let Some(since) = self.contested.get(&vip) {
-            return Some((*since, previous));
+            return Some(*since);
         }
-        previous.map(|p| (now, Some(p)))
+        self.owners
+            .get(&vip)
+            .cloned()
+            .flatten()
+            .is_some_and(|p| p != self.node && members.contains(&p))
+            .then_some(now)
     }
 
     /// Whether we rejoined after being fenced and the lease watch has not
@@ -1650,7 +1650,7 @@ mod tests {
     }
 
     #[test]
-    fn a_cordoned_owner_hands_over_when_it_publishes_the_withdrawal_in_either_order() {
+    fn a_cordoned_owner_hands_over_when_its_list_drops_the_vips_else_after_the_delay() {
         let t0 = Instant::now();
         let timing = Timing {
             takeover_delay: Duration::from_secs(2),
@@ -1690,7 +1690,9 @@ mod tests {
         );
         assert_eq!(announced(&mut b, t2), to_b);
         assert_eq!(b.announced().len(), had + to_b.len());
-        // node-a's withdrawal first: node-b takes them with the Node change.
+        // node-a's list without them first: node-b never saw a listing go
+        // away, and a list may lag its dataplane by a write, so it falls
+        // back to the takeover delay.
         let (mut b, _, t1) = start(t0 + Duration::from_millis(2100));
         b.apply(
             Input::Lease(Change::Apply(publishing("node-a", "00:00:02", &[]))),
@@ -1700,8 +1702,15 @@ mod tests {
             announced(&mut b, t1).is_empty(),
             "node-a still the owner here"
         );
+        // Keep everyone live across the delay.
+        b.apply(Input::Renewed { sent_at: t1 }, t1);
+        b.apply(
+            Input::Lease(Change::Apply(publishing("node-c", "00:00:02", &[]))),
+            t1,
+        );
         b.apply(Input::Node(Change::Apply(cordoned)), t1);
-        assert_eq!(announced(&mut b, t1), to_b);
+        assert!(announced(&mut b, t1).is_empty());
+        assert_eq!(announced(&mut b, t1 + timing.takeover_delay), to_b);
     }
 
     #[test]
@@ -1895,13 +1904,15 @@ mod tests {
             .filter(|v| owner_of(*v, &NODES) == "node-a")
             .count();
         assert_eq!(a.decide(t0 + delay).announce.len(), mine);
-        // With no live peer to take over from, there is nothing to wait for.
+        // With no live peer in view it still waits: peers starting at the
+        // same moment may not be in the view yet, and would think the same.
         let mut lone = core_delayed("node-a", t0, delay);
         for n in ["node-b", "node-c"] {
             lone.apply(Input::Lease(Change::Delete(lease(n, n, ""))), t0);
         }
         lone.apply(Input::Renewed { sent_at: t0 }, t0);
-        assert_eq!(lone.decide(t0).announce.len(), 30);
+        assert!(lone.decide(t0).announce.is_empty());
+        assert_eq!(lone.decide(t0 + delay).announce.len(), 30);
     }
 
     #[test]

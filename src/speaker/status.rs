@@ -47,6 +47,11 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(4);
 /// and repairs them.
 const LATE_ARRIVALS: Duration = Duration::from_secs(120);
 
+/// How long after a takeover our objects are compared with what we announce
+/// (every `RETRY`): long enough for the previous owner's clean-up, written
+/// alongside its own status, to have landed.
+const TAKEOVER_RECHECK: Duration = Duration::from_secs(7);
+
 /// Work for the status writer.
 #[derive(Debug)]
 pub enum StatusMsg {
@@ -191,8 +196,30 @@ pub async fn run(
                 }
             }
         }
-        if flush(&api, &node, &mut state).await {
-            recheck_until = Some(Instant::now() + LATE_ARRIVALS);
+        // A takeover races the previous owner's own takeover clean-up (it
+        // lists the Service's objects and deletes those of other nodes): a
+        // hand-over of a few milliseconds can land its delete after our
+        // create. So our objects are compared with what we announce for a
+        // while after each takeover, as after a request given up on.
+        let takeover = state.pending.values().any(|w| {
+            matches!(
+                w,
+                Want::Present {
+                    takeover: Some(_),
+                    ..
+                }
+            )
+        });
+        let timed_out = flush(&api, &node, &mut state).await;
+        let now = Instant::now();
+        let window = if timed_out {
+            Some(LATE_ARRIVALS)
+        } else {
+            takeover.then_some(TAKEOVER_RECHECK)
+        };
+        if let Some(window) = window {
+            recheck_until = recheck_until.max(Some(now + window));
+            rechecked.get_or_insert(now);
         }
     }
 }
