@@ -18,6 +18,9 @@ const TRIALS: usize = 10;
 /// Crash trials: enough for a p99 that is not just the maximum of ten.
 const CRASH_TRIALS: usize = 20;
 const LEASE: Duration = Duration::from_secs(4);
+/// Wait before a steady-state measurement: longer than the speakers'
+/// status re-check after a takeover.
+const SETTLE: Duration = Duration::from_secs(10);
 
 fn err(e: impl std::fmt::Display) -> BenchError {
     BenchError::Failed(e.to_string())
@@ -194,11 +197,13 @@ pub fn run() -> Result<(), BenchError> {
         let (faults, fault_doubles) = super::failover_faults::run(&mut lab, vips[0]).await?;
         doubles += fault_doubles;
 
-        // Steady-state API load of the speakers alone.
+        // Steady-state API load of the speakers alone, once the last moves
+        // have settled (after a takeover a speaker re-checks its status
+        // objects for 7 s).
         for i in 0..lab.opts.controllers {
             lab.stop_controller(i, true);
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(SETTLE).await;
         let rps_10 = api_rps(&lab, Duration::from_secs(10)).await;
         println!("steady state, 10 VIPs: {rps_10:.2} API requests/s per node");
         for i in 0..lab.opts.controllers {
@@ -218,7 +223,7 @@ pub fn run() -> Result<(), BenchError> {
         for i in 0..lab.opts.controllers {
             lab.stop_controller(i, true);
         }
-        tokio::time::sleep(Duration::from_secs(5)).await;
+        tokio::time::sleep(SETTLE).await;
         let rps_1000 = api_rps(&lab, Duration::from_secs(10)).await;
         println!("steady state, 1000 VIPs: {rps_1000:.2} API requests/s per node");
 
